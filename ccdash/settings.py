@@ -1,0 +1,208 @@
+"""Django settings, configured from the environment.
+
+Embedded default: a SQLite file in ``var/`` (WAL, IMMEDIATE transactions) and the
+django-q2 ORM broker. Scale-out: ``DATABASE_URL=postgres://…`` and ``REDIS_URL=redis://…``.
+See docs/configuration.md for every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("CCDASH_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+# The insecure default only serves the embedded demo; production sets SECRET_KEY.
+SECRET_KEY = os.environ.get("SECRET_KEY", "ccdash-insecure-dev-key-change-me")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "ccdash",
+    "connectors",
+    "execution",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ccdash.urls"
+WSGI_APPLICATION = "ccdash.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database -----------------------------------------------------------------
+
+SQLITE_OPTIONS = {
+    # IMMEDIATE takes the write lock at BEGIN: several writer processes queue on
+    # the busy timeout instead of failing with "database is locked" mid-transaction.
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
+def database_config(url: str | None) -> dict:
+    if not url:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{VAR_DIR / 'ccdash.sqlite3'}"
+    config = dj_database_url.parse(url, conn_max_age=0 if url.startswith("sqlite") else 60)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = dict(SQLITE_OPTIONS)
+    return config
+
+
+DATABASES = {"default": database_config(os.environ.get("DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, static ---------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Encrypted credentials --------------------------------------------------------
+
+# Newest key first: it encrypts; every key decrypts. Rotation: prepend a key, run
+# `manage.py rotate_credentials_key`, then drop the old key.
+FERNET_KEYS = env_list("FERNET_KEYS") or [SECRET_KEY]
+
+# --- REST framework -----------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "ccdash.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CCDash Connectors API",
+    "DESCRIPTION": "Launch and watch runs on local and external agentic platforms.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- django-q2 ------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+Q_CLUSTER: dict = {
+    "name": "ccdash",
+    "workers": int(os.environ.get("Q_WORKERS", "4")),
+    # A local run may last up to EXECUTION_MAX_TIMEOUT_S; retry must exceed timeout
+    # or a long task is delivered a second time while it still runs.
+    "timeout": 3600 + 60,
+    "retry": 3600 + 120,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": 0.2,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    # Without "orm" django-q2 silently tries Redis on localhost.
+    Q_CLUSTER["orm"] = "default"
+
+# --- Execution ----------------------------------------------------------------------------
+
+EXECUTION = {
+    # Local runs
+    "DEFAULT_TIMEOUT_S": float(os.environ.get("EXECUTION_DEFAULT_TIMEOUT_S", "900")),
+    "MAX_TIMEOUT_S": 3600.0,
+    "MAX_OUTPUT_BYTES": int(os.environ.get("EXECUTION_MAX_OUTPUT_BYTES", str(2 * 1024 * 1024))),
+    "CANCEL_GRACE_S": 2.0,
+    "HEARTBEAT_INTERVAL_S": 2.0,
+    # A local run whose worker has not beaten for this long is failed (worker_lost).
+    "HEARTBEAT_GRACE_S": float(os.environ.get("EXECUTION_HEARTBEAT_GRACE_S", "30")),
+    # Reconciliation
+    "RECONCILE_INTERVAL_S": float(os.environ.get("RECONCILE_INTERVAL_S", "5")),
+    "RECONCILE_MAX_BACKOFF_S": 300.0,
+    "RECONCILE_ERROR_INTERVAL_S": 60.0,
+    "STALE_AFTER_S": float(os.environ.get("RECONCILE_STALE_AFTER_S", "60")),
+    "RECONCILE_BATCH_SIZE": 500,
+    "RECONCILE_LEASE_S": 60.0,
+    "RECONCILE_CONCURRENCY": int(os.environ.get("RECONCILE_CONCURRENCY", "32")),
+    "PROVIDER_CONCURRENCY": int(os.environ.get("RECONCILE_PROVIDER_CONCURRENCY", "16")),
+    "PROVIDER_TIMEOUT_S": float(os.environ.get("PROVIDER_TIMEOUT_S", "10")),
+    "CIRCUIT_FAILURE_THRESHOLD": 5,
+    "CIRCUIT_RESET_S": 30.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "connectors.redaction.RedactingFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": "WARNING"}},
+}

@@ -1,0 +1,36 @@
+"""Settings for the test suite.
+
+SQLite by default (a file, so the qcluster and reconciler processes that
+integration tests start share it); ``DATABASE_URL`` / ``REDIS_URL`` select
+PostgreSQL and the Redis broker for the scale-out run of CI.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ccdash.settings import *  # noqa: F403
+from ccdash.settings import EXECUTION, Q_CLUSTER, VAR_DIR
+
+SECRET_KEY = "test-secret-key-not-for-production"
+FERNET_KEYS = ["test-fernet-key-1"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if not os.environ.get("DATABASE_URL"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "test-default.sqlite3"),
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+        }
+    }
+
+# Tasks run inline in tests; a real qcluster started by an integration test
+# sets CCDASH_Q_SYNC=0 to consume the queue instead.
+Q_CLUSTER = {**Q_CLUSTER, "sync": os.environ.get("CCDASH_Q_SYNC", "1") == "1"}
+EXECUTION = {**EXECUTION, "CANCEL_GRACE_S": 1.0, "HEARTBEAT_INTERVAL_S": 0.5}

@@ -1,0 +1,139 @@
+"""Runs and their append-only events: the one canonical record of every run."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from execution.states import RunStatus, SyncStatus
+
+
+class Stream(models.TextChoices):
+    SYSTEM = "system"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    PROVIDER = "provider"
+
+
+class PolicyVerdict(models.TextChoices):
+    ALLOW = "allow"
+    REQUIRES_APPROVAL = "requires_approval"
+    DENY = "deny"
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Run(models.Model):
+    project = models.ForeignKey("ccdash.Project", on_delete=models.CASCADE, related_name="runs")
+    feature_id = models.CharField(max_length=200, blank=True, default="")
+    recommendation_rule_id = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # NULL, not "", so the partial unique constraint ignores runs without a key.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+
+    # What to run, and where.
+    command = models.TextField()
+    cwd = models.CharField(max_length=1000, blank=True, default="")
+    env_profile = models.CharField(max_length=100, default="default")
+
+    # Policy outcome, fixed at creation.
+    policy_verdict = models.CharField(max_length=32, choices=PolicyVerdict.choices)
+    risk_level = models.CharField(max_length=16, choices=RiskLevel.choices)
+    reason_codes = models.JSONField(default=list, blank=True)
+    requires_approval = models.BooleanField(default=False)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+
+    # Canonical lifecycle.
+    status = models.CharField(
+        max_length=32, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    status_reason = models.CharField(max_length=200, blank=True, default="")
+    exit_code = models.IntegerField(null=True, blank=True)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    # Provider side.
+    provider_id = models.CharField(max_length=64, default="local", db_index=True)
+    fallback_from_provider_id = models.CharField(max_length=64, blank=True, default="")
+    # Persisted before the provider is called, so a retried dispatch can find
+    # the external run it already created instead of creating a second one.
+    dispatch_key = models.CharField(max_length=64, blank=True, default="")
+    dispatch_attempts = models.PositiveIntegerField(default=0)
+    provider_run_id = models.CharField(max_length=200, blank=True, default="")
+    provider_url = models.CharField(max_length=1000, blank=True, default="")
+    provider_status_raw = models.CharField(max_length=200, blank=True, default="")
+    provider_state = models.JSONField(
+        default=dict, blank=True, help_text="Adapter-owned cursor (log offsets, ids)."
+    )
+
+    # Reconciliation.
+    sync_status = models.CharField(
+        max_length=16, choices=SyncStatus.choices, default=SyncStatus.IN_SYNC, db_index=True
+    )
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    next_reconcile_at = models.DateTimeField(null=True, blank=True)
+    reconcile_attempts = models.PositiveIntegerField(default=0)
+    last_sync_error = models.TextField(blank=True, default="")
+    # When polling started failing; stale once this is older than the threshold.
+    sync_failing_since = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Local runs: the worker executing it beats here.
+    worker_id = models.CharField(max_length=100, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    # Last allocated event sequence number (events are numbered 1..n per run).
+    last_sequence_no = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["project", "status"], name="run_project_status"),
+            models.Index(fields=["status", "next_reconcile_at"], name="run_due"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="unique_run_idempotency_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.provider_id}, {self.status})"
+
+
+class RunEvent(models.Model):
+    """Append-only: rows are inserted by ``execution.events`` and never updated."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    sequence_no = models.PositiveIntegerField()
+    stream = models.CharField(max_length=16, choices=Stream.choices)
+    event_type = models.CharField(max_length=64)
+    text = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=150, blank=True, default="")
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "sequence_no"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence_no"], name="unique_run_event_sequence")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.sequence_no} {self.event_type}"

@@ -1,0 +1,288 @@
+"""What users do to runs: create, approve/reject, cancel, retry.
+
+Views and management commands call these; they enforce the state machine and
+record an audit event with the actor for every action. Permission checks (who
+may act) stay in the API layer; these functions check what the *run* allows
+and raise ``ActionNotAllowed`` (answered as 409).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from ccdash.models import Project
+from connectors.base import RunRef
+from connectors.configs import build_adapter, get_config, project_redactor
+from connectors.errors import ConnectorError
+from connectors.registry import adapter_class
+from execution import policy_gate
+from execution.dispatch import enqueue_dispatch
+from execution.events import NewEvent, append_events, audit
+from execution.models import Run, Stream
+from execution.states import CANCELABLE_STATUSES, RETRYABLE_STATUSES, RunStatus
+from execution.transitions import transition
+
+logger = logging.getLogger(__name__)
+
+CANCEL_TASK = "execution.services.cancel_external_run"
+
+
+class ActionNotAllowed(Exception):
+    """The run's state does not allow the action (API: 409)."""
+
+    def __init__(self, message: str, code: str = "invalid_state"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    command: str
+    provider_id: str = ""
+    feature_id: str = ""
+    recommendation_rule_id: str = ""
+    cwd: str = ""
+    env_profile: str = ""
+    idempotency_key: str | None = None
+
+
+def default_provider_id(project: Project) -> str:
+    """The project's default provider (a config marked default wins), else local."""
+    configured = (
+        project.provider_configs.filter(is_default=True, enabled=True)
+        .values_list("provider_id", flat=True)
+        .first()
+    )
+    return configured or project.default_provider_id or "local"
+
+
+def actor_name(user) -> str:
+    return getattr(user, "username", "") or "system"
+
+
+def create_run(
+    project: Project, user, request: RunRequest, *, retry_of: Run | None = None
+) -> tuple[Run, bool]:
+    """Evaluate policy and record the run; queue its dispatch when allowed.
+
+    Returns ``(run, created)``; an ``idempotency_key`` already used in the
+    project returns the existing run with ``created=False``.
+    """
+    if request.idempotency_key:
+        existing = Run.objects.filter(
+            project=project, idempotency_key=request.idempotency_key
+        ).first()
+        if existing:
+            return existing, False
+    provider_id = request.provider_id or default_provider_id(project)
+    adapter_class(provider_id)  # raises UnknownProvider (400) before anything is stored
+    decision = policy_gate.evaluate_for(project, request.command, request.cwd, request.env_profile)
+    status = {
+        "deny": RunStatus.BLOCKED,
+        "requires_approval": RunStatus.AWAITING_APPROVAL,
+    }.get(decision.verdict, RunStatus.QUEUED)
+    actor = actor_name(user)
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                project=project,
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+                command=request.command,
+                provider_id=provider_id,
+                feature_id=request.feature_id,
+                recommendation_rule_id=request.recommendation_rule_id,
+                cwd=request.cwd,
+                env_profile=decision.env_profile,
+                idempotency_key=request.idempotency_key or None,
+                policy_verdict=decision.verdict,
+                risk_level=decision.risk,
+                reason_codes=list(decision.reason_codes),
+                requires_approval=decision.verdict == "requires_approval",
+                status=status,
+                status_reason="policy_denied" if status == RunStatus.BLOCKED else "",
+                ended_at=timezone.now() if status == RunStatus.BLOCKED else None,
+                retry_of=retry_of,
+                dispatch_key=uuid.uuid4().hex,
+            )
+            events = [
+                NewEvent(
+                    Stream.SYSTEM,
+                    "run_created",
+                    text=f"Run created for {provider_id}; policy: {decision.verdict}",
+                    payload={
+                        "providerId": provider_id,
+                        "policyVerdict": decision.verdict,
+                        "riskLevel": decision.risk,
+                        "reasonCodes": list(decision.reason_codes),
+                        "messages": list(decision.messages),
+                        "retryOfRunId": retry_of.pk if retry_of else None,
+                    },
+                    actor=actor,
+                )
+            ]
+            if status == RunStatus.BLOCKED:
+                events.append(
+                    NewEvent(
+                        Stream.SYSTEM,
+                        "policy_denied",
+                        "; ".join(decision.messages),
+                        {"reasonCodes": list(decision.reason_codes)},
+                        actor="policy",
+                    )
+                )
+            elif status == RunStatus.AWAITING_APPROVAL:
+                events.append(
+                    NewEvent(
+                        Stream.SYSTEM,
+                        "approval_requested",
+                        "; ".join(decision.messages),
+                        {"reasonCodes": list(decision.reason_codes)},
+                        actor="policy",
+                    )
+                )
+            append_events(run.pk, events)
+            if status == RunStatus.QUEUED:
+                enqueue_dispatch(run.pk)
+    except IntegrityError:
+        # Two requests raced on one idempotency key: the other one won.
+        if request.idempotency_key:
+            return Run.objects.get(project=project, idempotency_key=request.idempotency_key), False
+        raise
+    return run, True
+
+
+def approve(run: Run, user) -> Run:
+    if run.status != RunStatus.AWAITING_APPROVAL:
+        raise ActionNotAllowed(
+            f"Only a run awaiting approval can be approved (it is {run.status})."
+        )
+    now = timezone.now()
+    with transaction.atomic():
+        if not transition(
+            run,
+            RunStatus.QUEUED,
+            actor=actor_name(user),
+            reason="approved",
+            approved_by=user,
+            approved_at=now,
+        ):
+            raise ActionNotAllowed("The run changed meanwhile; reload it.")
+        audit(run.pk, "approved", f"Approved by {actor_name(user)}", actor=actor_name(user))
+        enqueue_dispatch(run.pk)
+    return run
+
+
+def reject(run: Run, user, comment: str = "") -> Run:
+    if run.status != RunStatus.AWAITING_APPROVAL:
+        raise ActionNotAllowed(
+            f"Only a run awaiting approval can be rejected (it is {run.status})."
+        )
+    with transaction.atomic():
+        if not transition(
+            run,
+            RunStatus.BLOCKED,
+            actor=actor_name(user),
+            reason="approval_rejected",
+            message=comment,
+        ):
+            raise ActionNotAllowed("The run changed meanwhile; reload it.")
+        audit(
+            run.pk,
+            "rejected",
+            f"Rejected by {actor_name(user)}" + (f": {comment}" if comment else ""),
+            actor=actor_name(user),
+        )
+    return run
+
+
+def cancel(run: Run, user) -> Run:
+    """Cancel: immediate when nothing runs yet, else ``canceling`` until the
+    worker or provider confirms."""
+    if run.status not in CANCELABLE_STATUSES:
+        raise ActionNotAllowed(f"A {run.status} run cannot be canceled.")
+    actor = actor_name(user)
+    not_started = (
+        run.status == RunStatus.AWAITING_APPROVAL
+        or (run.status == RunStatus.QUEUED and not run.provider_run_id)
+        or (run.status == RunStatus.QUEUED and run.provider_id == "local")
+    )
+    if run.status == RunStatus.CANCELING:
+        return run  # already asked; asking again changes nothing
+    target = RunStatus.CANCELED if not_started else RunStatus.CANCELING
+    with transaction.atomic():
+        if not transition(run, target, actor=actor, reason="canceled_by_user"):
+            raise ActionNotAllowed("The run changed meanwhile; reload it.")
+        audit(run.pk, "cancel_requested", f"Cancel requested by {actor}", actor=actor)
+        if target == RunStatus.CANCELING and run.provider_id != "local":
+            transaction.on_commit(
+                lambda: async_task(
+                    CANCEL_TASK, run.pk, task_name=f"cancel-{run.pk}", group="cancel"
+                )
+            )
+    return run
+
+
+def cancel_external_run(run_id: int) -> str:
+    """Task body: ask the provider to stop a ``canceling`` run."""
+    run = Run.objects.select_related("project").get(pk=run_id)
+    if run.status != RunStatus.CANCELING or not run.provider_run_id:
+        return "skipped"
+    adapter = build_adapter(run.provider_id, get_config(run.project_id, run.provider_id))
+    ref = RunRef(run.pk, run.provider_run_id, run.dispatch_key, run.provider_state)
+    try:
+        result = adapter.cancel(ref)
+    except ConnectorError as exc:
+        message = project_redactor(run.project_id).scrub(exc.message)
+        audit(
+            run.pk,
+            "cancel_failed",
+            f"{adapter.label} did not accept the cancel: {message}",
+            kind=exc.kind,
+        )
+        return "failed"
+    if result.confirmed:
+        transition(
+            run,
+            RunStatus.CANCELED,
+            reason="canceled_by_provider",
+            provider_status_raw=result.provider_status_raw or run.provider_status_raw,
+        )
+        return "canceled"
+    # The reconciler confirms it; poll soon.
+    Run.objects.filter(pk=run.pk).update(next_reconcile_at=timezone.now())
+    return "requested"
+
+
+def retry(run: Run, user) -> Run:
+    if run.status not in RETRYABLE_STATUSES:
+        raise ActionNotAllowed(
+            f"Only a failed or canceled run can be retried (it is {run.status})."
+        )
+    new_run, _ = create_run(
+        run.project,
+        user,
+        RunRequest(
+            command=run.command,
+            provider_id=run.fallback_from_provider_id or run.provider_id,
+            feature_id=run.feature_id,
+            recommendation_rule_id=run.recommendation_rule_id,
+            cwd=run.cwd,
+            env_profile=run.env_profile,
+        ),
+        retry_of=run,
+    )
+    audit(
+        run.pk,
+        "retried",
+        f"Retried as run {new_run.pk} by {actor_name(user)}",
+        actor=actor_name(user),
+        newRunId=new_run.pk,
+    )
+    return new_run

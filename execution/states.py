@@ -1,0 +1,61 @@
+"""Canonical run lifecycle (spec §3): statuses, sync statuses and the one
+transition table every status change goes through."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    CANCELING = "canceling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    BLOCKED = "blocked"
+
+
+class SyncStatus(models.TextChoices):
+    IN_SYNC = "in_sync"
+    STALE = "stale"
+    ERROR = "error"
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.BLOCKED}
+)
+ACTIVE_STATUSES = frozenset(
+    {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.CANCELING}
+)
+# Statuses a run can be canceled from, and the ones retry accepts.
+CANCELABLE_STATUSES = ACTIVE_STATUSES | {RunStatus.AWAITING_APPROVAL}
+RETRYABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+
+_FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED}
+
+# from -> allowed targets. A provider may finish a run between two polls, so an
+# active run may jump straight to any finished status.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.AWAITING_APPROVAL: frozenset(
+        {RunStatus.QUEUED, RunStatus.BLOCKED, RunStatus.CANCELED}
+    ),
+    # queued → blocked: policy is evaluated again right before dispatch.
+    RunStatus.QUEUED: frozenset(
+        {RunStatus.RUNNING, RunStatus.WAITING, RunStatus.CANCELING, RunStatus.BLOCKED, *_FINISHED}
+    ),
+    RunStatus.RUNNING: frozenset({RunStatus.WAITING, RunStatus.CANCELING, *_FINISHED}),
+    RunStatus.WAITING: frozenset({RunStatus.RUNNING, RunStatus.CANCELING, *_FINISHED}),
+    # A provider can finish the run before it honours the cancel.
+    RunStatus.CANCELING: frozenset(_FINISHED),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELED: frozenset(),
+    RunStatus.BLOCKED: frozenset(),
+}
+
+
+def can_transition(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, frozenset())
