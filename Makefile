@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   — the service on the embedded default (SQLite + django-q2 ORM broker),
+#                with a worker, a reconciler and the provider simulators
+#   make test  — every test (DATABASE_URL / REDIS_URL select PostgreSQL + Redis)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install run test lint format bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py serve_demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python -m benchmarks.reconcile_sweep
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""The demo set-up that ``make run`` performs: an admin user, a demo project
+with its workspace, and every external provider configured against the local
+simulators (their default fake tokens), so a new user can launch a run on each
+provider from the first minute. Idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from ccdash.models import Membership, Project
+from connectors.models import ProviderConfig, ProviderCredential
+from connectors.registry import REGISTRY
+
+DEMO_USERNAME = "admin"
+DEMO_PASSWORD = "admin"
+DEMO_PROJECT = "Demo project"
+
+# Simulator ports (python -m connectors.simulators defaults) and fake tokens.
+SIMULATED_PROVIDERS: dict[str, dict] = {
+    "github_actions": {
+        "port": 8701,
+        "settings": {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
+        "credentials": {"token": "sim-github-token"},
+    },
+    "cursor": {
+        "port": 8702,
+        "settings": {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
+        "credentials": {"apiKey": "sim-cursor-key"},
+    },
+    "devin": {"port": 8703, "settings": {}, "credentials": {"apiKey": "sim-devin-key"}},
+}
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    username: str
+    password: str
+    project_id: int
+    workspace: Path
+    providers: tuple[str, ...]
+
+
+@transaction.atomic
+def ensure_demo(simulator_host: str = "127.0.0.1") -> DemoInfo:
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(
+        username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+    )
+    if created:
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+    workspace = Path(settings.VAR_DIR) / "demo-workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    project, _ = Project.objects.get_or_create(
+        name=DEMO_PROJECT, defaults={"workspace_root": str(workspace)}
+    )
+    Membership.objects.get_or_create(project=project, user=user, defaults={"role": "admin"})
+    configured = []
+    for provider_id, demo in SIMULATED_PROVIDERS.items():
+        adapter = REGISTRY.get(provider_id)
+        if adapter is None:
+            continue
+        settings_ = adapter.validate_config(
+            {**demo["settings"], "baseUrl": f"http://{simulator_host}:{demo['port']}"}
+        )
+        config, _ = ProviderConfig.objects.update_or_create(
+            project=project,
+            provider_id=provider_id,
+            defaults={"enabled": True, "settings": settings_},
+        )
+        credential, _ = ProviderCredential.objects.get_or_create(config=config)
+        credential.values = demo["credentials"]
+        credential.save()
+        configured.append(provider_id)
+    return DemoInfo(DEMO_USERNAME, DEMO_PASSWORD, project.pk, workspace, tuple(configured))

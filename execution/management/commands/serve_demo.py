@@ -1,0 +1,77 @@
+"""``make run``: everything on the embedded default in one terminal.
+
+Migrates, creates the demo data, then starts and supervises: the provider
+simulators, a django-q2 worker cluster, a fast reconciler loop and the web
+server. Ctrl-C (or SIGTERM) stops them all; if one dies, the rest are stopped
+too, so the demo never half-runs silently.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from execution.demo import ensure_demo
+
+
+class Command(BaseCommand):
+    help = "Run web, worker, reconciler and provider simulators for a local demo."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args, host: str, port: int, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        info = ensure_demo()
+        python, manage = sys.executable, os.path.abspath(sys.argv[0])
+        children = {
+            "simulators": [python, "-m", "connectors.simulators"],
+            "worker": [python, manage, "qcluster"],
+            "reconciler": [python, manage, "reconcile", "--loop", "--interval", "2"],
+            "web": [python, manage, "runserver", f"{host}:{port}", "--noreload", "--insecure"],
+        }
+        processes: dict[str, subprocess.Popen] = {}
+        stopping = False
+
+        def stop(*_):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            for name, argv in children.items():
+                processes[name] = subprocess.Popen(argv)
+            base = f"http://{host}:{port}"
+            self.stdout.write(
+                self.style.SUCCESS("\nCCDash Connectors is running (Ctrl-C stops everything):")
+                + f"\n  workbench  {base}/"
+                f"\n  admin      {base}/admin/   login: {info.username} / {info.password}"
+                f"\n  API docs   {base}/api/docs/"
+                f"\n  metrics    {base}/metrics"
+                f"\n  providers  local, {', '.join(info.providers)} (simulated on 127.0.0.1)\n"
+            )
+            while not stopping:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        self.stderr.write(f"{name} exited with {process.returncode}; stopping")
+                        stopping = True
+                time.sleep(0.5)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.terminate()
+            deadline = time.monotonic() + 10
+            for process in processes.values():
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    # qcluster can hang on SIGTERM (django-q2 #346): don't wait forever.
+                    process.kill()
