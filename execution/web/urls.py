@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from execution.web.views import workbench
+
+urlpatterns = [path("", workbench, name="workbench")]
