@@ -1,0 +1,42 @@
+"""OpenAPI pieces shared by the API views: the error envelope of
+``ccdash.api.errors`` as a schema component, one response per status code."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        "description": "camelCase field name (or nonField) → messages; 400 only.",
+    }
+)
+class FieldErrorsField(serializers.DictField):
+    pass
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine code, e.g. invalid_state.")
+    message = serializers.CharField()
+    fields = FieldErrorsField(required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+_DESCRIPTIONS = {
+    400: "Invalid input (see error.fields).",
+    401: "Not authenticated.",
+    403: "Your role in the project does not allow this (permission_denied).",
+    404: "Not found, or not in one of your projects.",
+    409: "The run's state does not allow this action.",
+    501: "Not implemented yet (not_implemented).",
+}
+
+ERROR_RESPONSES: dict[int, OpenApiResponse] = {
+    code: OpenApiResponse(ErrorSerializer, description=text) for code, text in _DESCRIPTIONS.items()
+}
