@@ -1,0 +1,320 @@
+"""Execution API: policy check, runs, their events and the actions on them (spec §5).
+
+Every view is scoped to the caller's projects (``ccdash.api.permissions``):
+
+* a run or project outside them answers **404**, never 403, including a
+  ``projectId`` in a request body, so nobody learns that another project's
+  ids exist;
+* inside them, a role below the action's minimum answers **403**
+  ``permission_denied`` (viewer: read; operator: create, cancel, retry,
+  reconcile; approver: approve, reject);
+* an action the run's state forbids answers **409** with the service's code
+  (``execution.services.ActionNotAllowed``);
+* an unknown ``providerId`` answers **400** (``invalid_config``, field
+  ``providerId``).
+
+The views only translate HTTP to ``execution.services`` calls; the services
+own the state machine and the audit events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ccdash.api.errors import ApiError, Conflict
+from ccdash.api.permissions import (
+    NotFound,
+    caller_role,
+    get_project_for,
+    member_project_ids,
+    require_role,
+)
+from ccdash.api.schema import ERROR_RESPONSES
+from ccdash.roles import Action
+from execution import policy_gate, reconciler, services
+from execution.api.filters import RunFilter
+from execution.api.pagination import RunPagination
+from execution.api.serializers import (
+    ApproveSerializer,
+    EventPageQuerySerializer,
+    EventPageSerializer,
+    PolicyCheckRequestSerializer,
+    PolicyCheckSerializer,
+    RejectSerializer,
+    RunCreateSerializer,
+    RunEventSerializer,
+    RunSerializer,
+)
+from execution.events import audit
+from execution.models import Run, RunEvent
+from execution.transitions import InvalidTransition
+
+RUN_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Run id.")
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: ERROR_RESPONSES[code] for code in codes}
+
+
+@contextmanager
+def service_conflicts() -> Iterator[None]:
+    """Turn "the run's state does not allow this" into 409 with the service's code."""
+    try:
+        yield
+    except services.ActionNotAllowed as exc:
+        raise Conflict(exc.message, exc.code) from exc
+    except InvalidTransition as exc:
+        # Services check the state first; this is a race with a worker.
+        raise Conflict(f"{exc}; reload the run.") from exc
+
+
+class PolicyCheckView(APIView):
+    """``POST policy-check``: the decision a run with this command would get
+    now, without creating anything. Any member (viewer and up) may ask.
+
+    An unknown ``projectId`` (or one of another project) answers 404.
+    """
+
+    @extend_schema(
+        request=PolicyCheckRequestSerializer,
+        responses={200: PolicyCheckSerializer, **_errors(400, 401, 404)},
+        summary="Evaluate the policy for a command without creating a run",
+    )
+    def post(self, request: Request) -> Response:
+        body = PolicyCheckRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        project = get_project_for(request.user, data["projectId"], Action.READ)
+        decision = policy_gate.evaluate_for(
+            project, data["command"], data.get("cwd", ""), data.get("envProfile", "")
+        )
+        return Response(PolicyCheckSerializer(decision).data)
+
+
+class RunViewSet(viewsets.GenericViewSet):
+    """Runs of the caller's projects: ``runs`` and ``runs/{id}`` plus actions."""
+
+    serializer_class = RunSerializer
+    pagination_class = RunPagination
+    filterset_class = RunFilter
+    lookup_value_regex = r"\d+"
+    queryset = Run.objects.none()  # the model, for the schema; get_queryset scopes
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Run.objects.none()
+        # approved_by feeds approvedBy; nothing else in the JSON follows a relation.
+        scope = member_project_ids(self.request.user)
+        return Run.objects.filter(project_id__in=scope).select_related("approved_by")
+
+    def run_for(self, action_: Action) -> Run:
+        """The run of the URL, scoped to the caller's projects and checked for
+        ``action_``: 404 outside them, 403 below the role. One query (the
+        caller's role comes as a subquery)."""
+        run = (
+            Run.objects.annotate(caller_role=caller_role(self.request.user, "project_id"))
+            .filter(pk=self.kwargs["pk"], caller_role__isnull=False)
+            .select_related("project", "approved_by")
+            .first()
+        )
+        if run is None:
+            raise NotFound("Run not found.")
+        require_role(run.caller_role, action_)
+        return run
+
+    def answer(self, run: Run, code: int = status.HTTP_200_OK) -> Response:
+        return Response(RunSerializer(run).data, status=code)
+
+    @extend_schema(summary="List runs of my projects (newest first)")
+    def list(self, request: Request) -> Response:
+        """Any member. Filters: ``projectId``, ``featureId``, ``providerId``,
+        ``status`` and ``syncStatus`` (both repeatable). Paged with
+        ``limit`` (default 50, at most 500) and ``offset``; ``count`` is the
+        total. See ``execution.api.pagination`` for why not a cursor."""
+        runs = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=RunCreateSerializer,
+        responses={
+            201: OpenApiResponse(RunSerializer, description="Created."),
+            200: OpenApiResponse(
+                RunSerializer, description="The run an earlier request with this key created."
+            ),
+            **_errors(400, 401, 403, 404),
+        },
+        summary="Create a run",
+    )
+    def create(self, request: Request) -> Response:
+        """Evaluate policy and record the run (``queued``, ``awaiting_approval``
+        or ``blocked``); a queued run is dispatched once the request commits.
+
+        Operator role. ``projectId`` not among the caller's projects → 404 (as
+        for every other id outside them). A repeated ``idempotencyKey`` answers
+        200 with the run the first request created.
+        """
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        project = get_project_for(request.user, data["projectId"], Action.CREATE_RUN)
+        run, created = services.create_run(
+            project,
+            request.user,
+            services.RunRequest(
+                command=data["command"],
+                provider_id=data.get("providerId", ""),
+                feature_id=data.get("featureId", ""),
+                recommendation_rule_id=data.get("recommendationRuleId", ""),
+                cwd=data.get("cwd", ""),
+                env_profile=data.get("envProfile", ""),
+                idempotency_key=data.get("idempotencyKey") or None,
+            ),
+        )
+        return self.answer(run, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        responses={200: RunSerializer, **_errors(401, 404)},
+        parameters=[RUN_ID],
+        summary="Get a run",
+    )
+    def retrieve(self, request: Request, pk: str) -> Response:
+        """Any member of the run's project; 404 for everyone else."""
+        return self.answer(self.run_for(Action.READ))
+
+    @extend_schema(
+        parameters=[
+            RUN_ID,
+            OpenApiParameter(
+                "afterSequence",
+                OpenApiTypes.INT,
+                description="Return events with a sequenceNo above this (default 0).",
+            ),
+            OpenApiParameter(
+                "limit", OpenApiTypes.INT, description="Page size: default 200, at most 1000."
+            ),
+        ],
+        responses={200: EventPageSerializer, **_errors(400, 401, 404)},
+        summary="Page through a run's events",
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def events(self, request: Request, pk: str) -> Response:
+        """Any member. Events in ``sequenceNo`` order after ``afterSequence``;
+        poll with the answer's ``nextSequence`` to get only new ones."""
+        run = self.run_for(Action.READ)
+        query = EventPageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data["afterSequence"]
+        events = list(
+            RunEvent.objects.filter(run_id=run.pk, sequence_no__gt=after).order_by("sequence_no")[
+                : query.validated_data["limit"]
+            ]
+        )
+        return Response(
+            {
+                "items": RunEventSerializer(events, many=True).data,
+                "nextSequence": events[-1].sequence_no if events else after,
+            }
+        )
+
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={200: RunSerializer, **_errors(400, 401, 403, 404, 409)},
+        parameters=[RUN_ID],
+        summary="Approve (or, with decision=reject, reject) a run awaiting approval",
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        """Approver role. The body is optional; ``{"decision": "reject"}`` does
+        what ``reject`` does. A ``comment`` is recorded as an event."""
+        run = self.run_for(Action.APPROVE)
+        body = ApproveSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        comment = body.validated_data["comment"]
+        if body.validated_data["decision"] == "reject":
+            with service_conflicts():
+                return self.answer(services.reject(run, request.user, comment))
+        with service_conflicts():
+            services.approve(run, request.user)
+        if comment:
+            # services.approve takes no comment; keep the approver's words anyway.
+            actor = services.actor_name(request.user)
+            audit(run.pk, "approval_comment", comment, actor=actor)
+        return self.answer(run)
+
+    @extend_schema(
+        request=RejectSerializer,
+        responses={200: RunSerializer, **_errors(400, 401, 403, 404, 409)},
+        parameters=[RUN_ID],
+        summary="Reject a run awaiting approval (it becomes blocked)",
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str) -> Response:
+        run = self.run_for(Action.APPROVE)
+        body = RejectSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        with service_conflicts():
+            return self.answer(services.reject(run, request.user, body.validated_data["comment"]))
+
+    @extend_schema(
+        request=None,
+        responses={200: RunSerializer, **_errors(401, 403, 404, 409)},
+        parameters=[RUN_ID],
+        summary="Cancel a run",
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        """Operator role. A run that has not started ends ``canceled`` at once;
+        a started one becomes ``canceling`` until its worker or provider
+        confirms. A finished run answers 409."""
+        run = self.run_for(Action.CANCEL)
+        with service_conflicts():
+            return self.answer(services.cancel(run, request.user))
+
+    @extend_schema(
+        request=None,
+        responses={
+            201: OpenApiResponse(RunSerializer, description="The new run."),
+            **_errors(401, 403, 404, 409),
+        },
+        parameters=[RUN_ID],
+        summary="Retry a failed or canceled run as a new run",
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        """Operator role. Answers 201 with the *new* run (``retryOfRunId`` =
+        this run); any other status than failed/canceled answers 409."""
+        run = self.run_for(Action.RETRY)
+        with service_conflicts():
+            new_run = services.retry(run, request.user)
+        return self.answer(new_run, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        responses={200: RunSerializer, **_errors(401, 403, 404, 409, 501)},
+        parameters=[RUN_ID],
+        summary="Reconcile a run with its provider now",
+    )
+    @action(detail=True, methods=["post"])
+    def reconcile(self, request: Request, pk: str) -> Response:
+        """Operator role. Polls the provider now and answers the updated run."""
+        run = self.run_for(Action.RECONCILE)
+        try:
+            with service_conflicts():
+                reconciler.reconcile_run(run.pk, actor=services.actor_name(request.user))
+        except NotImplementedError:
+            raise ApiError(
+                status.HTTP_501_NOT_IMPLEMENTED,
+                "not_implemented",
+                "Manual reconciliation is not available yet.",
+            ) from None
+        return self.answer(self.run_for(Action.READ))
