@@ -80,6 +80,11 @@ def create_run(
             project=project, idempotency_key=request.idempotency_key
         ).first()
         if existing:
+            if existing.command != request.command:
+                raise ActionNotAllowed(
+                    "This idempotencyKey was used for a different command.",
+                    code="idempotency_key_reused",
+                )
             return existing, False
     provider_id = request.provider_id or default_provider_id(project)
     adapter_class(provider_id)  # raises UnknownProvider (400) before anything is stored

@@ -225,6 +225,16 @@ def test_same_idempotency_key_returns_the_same_run(project, operator_client):
     assert Run.objects.count() == 1
 
 
+def test_idempotency_key_reused_for_another_command_is_a_conflict(project, operator_client):
+    create(operator_client, project, "echo hi", idempotencyKey="launch-1")
+
+    response = create(operator_client, project, "echo bye", idempotencyKey="launch-1")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert Run.objects.count() == 1
+
+
 # --- list and get ----------------------------------------------------------------
 
 
