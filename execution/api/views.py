@@ -167,19 +167,20 @@ class RunViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         project = get_project_for(request.user, data["projectId"], Action.CREATE_RUN)
-        run, created = services.create_run(
-            project,
-            request.user,
-            services.RunRequest(
-                command=data["command"],
-                provider_id=data.get("providerId", ""),
-                feature_id=data.get("featureId", ""),
-                recommendation_rule_id=data.get("recommendationRuleId", ""),
-                cwd=data.get("cwd", ""),
-                env_profile=data.get("envProfile", ""),
-                idempotency_key=data.get("idempotencyKey") or None,
-            ),
-        )
+        with service_conflicts():
+            run, created = services.create_run(
+                project,
+                request.user,
+                services.RunRequest(
+                    command=data["command"],
+                    provider_id=data.get("providerId", ""),
+                    feature_id=data.get("featureId", ""),
+                    recommendation_rule_id=data.get("recommendationRuleId", ""),
+                    cwd=data.get("cwd", ""),
+                    env_profile=data.get("envProfile", ""),
+                    idempotency_key=data.get("idempotencyKey") or None,
+                ),
+            )
         return self.answer(run, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
