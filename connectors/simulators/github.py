@@ -1,0 +1,672 @@
+"""GitHub Actions REST API simulator (providers.md, "GitHub Actions").
+
+Reference: https://docs.github.com/en/rest/actions/workflows and
+https://docs.github.com/en/rest/actions/workflow-runs,
+https://docs.github.com/en/rest/actions/workflow-jobs. Auth is
+``Authorization: Bearer <token>`` (``token <token>`` also accepted); the
+default valid token is ``sim-github-token``. Every API answer carries
+``x-ratelimit-limit/remaining/used/reset/resource``; the simulator counts
+requests honestly but never refuses one on its own (the window rolls over when
+the quota is used up) — use the rate-limit fault for that.
+
+Endpoints (``{wf}`` is a workflow file name or its numeric id):
+
+- ``GET /repos/{o}/{r}`` and ``GET /repos/{o}/{r}/actions/workflows/{wf}``:
+  health checks; any owner/repo exists, workflows are configured.
+- ``POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches``
+  ``{"ref", "inputs", "return_run_details"}``: ``200 {"workflow_run_id",
+  "run_url", "html_url"}`` when ``return_run_details`` is true or the request
+  sends ``X-GitHub-Api-Version: 2026-03-10``, else ``204``. ``inputs`` holds at
+  most 10 properties (422); a workflow without the ``workflow_dispatch``
+  trigger answers 422 "Workflow does not have 'workflow_dispatch' trigger";
+  an unknown workflow 404. No idempotency: every dispatch creates a run.
+  Option ``legacy_dispatch_status`` (422 or 400) plays an older server that
+  rejects the unknown ``return_run_details`` field and ignores the API
+  version header (so it only ever answers 204).
+- ``GET .../actions/workflows/{wf}/runs?event=&branch=&status=&created=&per_page=&page=``:
+  ``{"total_count", "workflow_runs"}``, newest first. ``created`` accepts
+  ``>=T``, ``>T``, ``<=T``, ``<T``, ``A..B`` and a bare date or instant.
+  Option ``listing_delay_seconds`` hides runs younger than that (GitHub lists
+  a dispatched run only after a moment).
+- ``GET /repos/{o}/{r}/actions/runs/{id}``: the run (``status`` requested,
+  queued, pending, waiting, in_progress or completed; ``conclusion`` once
+  completed). Runs are looked up by id alone; owner/repo are not checked.
+- ``POST .../actions/runs/{id}/cancel``: 202; the run shows
+  ``completed``/``cancelled`` about 0.3 s later (asynchronous). 409 "Cannot
+  cancel a workflow run that is completed." once completed.
+  ``POST .../force-cancel`` cancels at once (same 409).
+- ``GET .../actions/runs/{id}/jobs?filter=latest&per_page=``: one job, with
+  ``steps[]``.
+- ``GET .../actions/jobs/{job_id}/logs``: 302 to a signed ``/_blob/`` URL valid
+  60 s serving ``text/plain`` that grows while the job runs (the inputs are
+  echoed at start, then one timestamped line per 0.25 s of running).
+- ``GET .../actions/runs/{id}/logs``: 302 to a signed zip of the job log.
+
+The run's ``display_title`` is the workflow's ``run-name`` rendered from the
+inputs; the default template is ``CCDash ${{ inputs.ccdash_run_id }}`` so an
+adapter can find its run by a correlation input. Workflows ``agent.yml``
+(with the trigger) and ``no-trigger.yml`` (without) exist by default;
+``configure_workflow`` / ``POST /_sim/workflows`` add more. Native states are
+run statuses plus conclusions: a conclusion state means ``completed``.
+Rate-limit fault: 429 with ``Retry-After`` by default; option
+``rate_limit_status: 403`` answers 403 with ``x-ratelimit-remaining: 0`` and
+``x-ratelimit-reset`` instead. Seed attributes: ``owner`` (``ccdash``),
+``repo`` (``demo``), ``workflow`` (``agent.yml``), ``ref`` (``main``),
+``inputs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from connectors.simulators.base import (
+    Response,
+    Router,
+    SimError,
+    SimRequest,
+    SimRun,
+    SimulatorServer,
+    Step,
+    iso,
+)
+
+DOCS_URL = "https://docs.github.com/rest"
+NEW_API_VERSION = "2026-03-10"
+DEFAULT_RUN_NAME = "CCDash ${{ inputs.ccdash_run_id }}"
+MAX_INPUTS = 10
+CANCEL_DELAY_SECONDS = 0.3
+BLOB_TTL_SECONDS = 60
+LOG_LINE_SECONDS = 0.25
+LOG_LINE_LIMIT = 4000
+RATE_WINDOW_SECONDS = 3600
+RUN_ID_BASE = 10_000_000
+JOB_NAME = "agent"
+
+CONCLUSIONS = frozenset(
+    {
+        "success",
+        "failure",
+        "neutral",
+        "cancelled",
+        "skipped",
+        "timed_out",
+        "action_required",
+        "stale",
+        "startup_failure",
+    }
+)
+_INPUT_EXPRESSION = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
+
+
+@dataclass
+class WorkflowConfig:
+    """A workflow the simulated repositories have: file name, trigger, run-name."""
+
+    id: int
+    file: str
+    name: str
+    dispatch_trigger: bool = True
+    run_name: str = DEFAULT_RUN_NAME
+
+
+@dataclass(eq=False, kw_only=True)
+class WorkflowRun(SimRun):
+    number: int
+    owner: str
+    repo: str
+    workflow: WorkflowConfig
+    ref: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    display_title: str = ""
+    head_sha: str = ""
+    cancel_requested: bool = False
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.state in CONCLUSIONS else self.state
+
+    @property
+    def conclusion(self) -> str | None:
+        return self.state if self.state in CONCLUSIONS else None
+
+    @property
+    def branch(self) -> str:
+        return self.ref.removeprefix("refs/heads/")
+
+    @property
+    def job_id(self) -> int:
+        return int(self.id) * 10 + 1
+
+
+def render_run_name(template: str, inputs: dict[str, Any]) -> str:
+    """Expand ``${{ inputs.NAME }}`` like GitHub's ``run-name`` (missing inputs are empty)."""
+    return _INPUT_EXPRESSION.sub(lambda match: str(inputs.get(match.group(1), "")), template)
+
+
+def _parse_instant(value: str) -> tuple[float, bool]:
+    """(epoch seconds, is a bare date) for an ISO date or date-time."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp(), "T" not in value and " " not in value
+
+
+def created_filter(expression: str) -> tuple[float, float]:
+    """The inclusive ``[low, high]`` epoch range meant by a ``created`` qualifier."""
+    try:
+        for operator in (">=", "<=", ">", "<"):
+            if expression.startswith(operator):
+                instant, _ = _parse_instant(expression[len(operator) :])
+                return {
+                    ">=": (instant, float("inf")),
+                    ">": (instant + 1, float("inf")),
+                    "<=": (float("-inf"), instant),
+                    "<": (float("-inf"), instant - 1),
+                }[operator]
+        if ".." in expression:
+            low, high = expression.split("..", 1)
+            return (
+                _parse_instant(low)[0] if low != "*" else float("-inf"),
+                _parse_instant(high)[0] if high != "*" else float("inf"),
+            )
+        instant, bare_date = _parse_instant(expression)
+    except ValueError:
+        raise SimError(422, "validation_failed", "Validation Failed") from None
+    return (
+        (instant, instant + timedelta(days=1).total_seconds() - 1)
+        if bare_date
+        else (instant, instant)
+    )
+
+
+def _log_time(timestamp: float) -> str:
+    """GitHub's log line timestamp, e.g. ``2026-01-01T10:00:00.1234567Z``."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+class GitHubActionsSimulator(SimulatorServer):
+    """Stand-in for the GitHub Actions REST API (see the module docstring)."""
+
+    provider = "github_actions"
+    default_token = "sim-github-token"
+    default_options: ClassVar[dict[str, Any]] = {
+        "legacy_dispatch_status": None,
+        "rate_limit_status": 429,
+        "ratelimit_limit": 5000,
+        "listing_delay_seconds": 0.0,
+    }
+    QUEUED_STATE = "queued"
+    RUNNING_STATE = "in_progress"
+    SUCCESS_STATE = "success"
+    FAILURE_STATE = "failure"
+    TERMINAL_STATES = CONCLUSIONS
+    STATE_ALIASES: ClassVar[dict[str, str]] = {
+        "running": "in_progress",
+        "succeeded": "success",
+        "failed": "failure",
+        "canceled": "cancelled",
+    }
+
+    # -- set-up ------------------------------------------------------------------
+
+    def reset_provider_state(self) -> None:
+        self._workflows: dict[str, WorkflowConfig] = {}
+        self.configure_workflow("agent.yml", name="CCDash agent")
+        self.configure_workflow(
+            "no-trigger.yml", name="No dispatch trigger", dispatch_trigger=False
+        )
+        self._rate_used = 0
+        self._rate_reset = 0
+
+    def configure_workflow(
+        self,
+        file: str,
+        *,
+        dispatch_trigger: bool = True,
+        run_name: str = DEFAULT_RUN_NAME,
+        name: str | None = None,
+    ) -> WorkflowConfig:
+        """Add or replace a workflow every simulated repository has."""
+        with self._lock:
+            existing = self._workflows.get(file)
+            workflow = WorkflowConfig(
+                id=existing.id if existing else 100 + len(self._workflows) + 1,
+                file=file,
+                name=name or file.rsplit(".", 1)[0],
+                dispatch_trigger=dispatch_trigger,
+                run_name=run_name,
+            )
+            self._workflows[file] = workflow
+            return workflow
+
+    def add_routes(self, router: Router) -> None:
+        repo = "/repos/{owner}/{repo}"
+        workflow = repo + "/actions/workflows/{workflow}"
+        run = repo + "/actions/runs/{run_id}"
+        router.add("GET", repo, self._get_repo, "get_repo")
+        router.add("GET", workflow, self._get_workflow, "get_workflow")
+        router.add("POST", workflow + "/dispatches", self._dispatch, "dispatch")
+        router.add("GET", workflow + "/runs", self._list_runs, "list_runs")
+        router.add("GET", run, self._get_run, "get_run")
+        router.add("POST", run + "/cancel", self._cancel, "cancel")
+        router.add("POST", run + "/force-cancel", self._force_cancel, "force_cancel")
+        router.add("GET", run + "/jobs", self._list_jobs, "list_jobs")
+        router.add("GET", run + "/logs", self._run_logs, "run_logs")
+        router.add("GET", repo + "/actions/jobs/{job_id}/logs", self._job_logs, "job_logs")
+        router.add("GET", "/_blob/jobs/{job_id}/log.txt", self._job_log_blob, "blob", api=False)
+        router.add("GET", "/_blob/runs/{run_id}/logs.zip", self._run_logs_blob, "blob", api=False)
+        router.add("GET", "/_sim/workflows", self._http_workflows, "_sim", api=False)
+        router.add("POST", "/_sim/workflows", self._http_configure_workflow, "_sim", api=False)
+
+    # -- provider hooks --------------------------------------------------------------
+
+    def error_body(self, status: int, code: str, message: str) -> dict[str, str]:
+        return {"message": message, "documentation_url": DOCS_URL, "status": str(status)}
+
+    def extract_token(self, request: SimRequest) -> str | None:
+        scheme, _, token = (request.header("Authorization") or "").partition(" ")
+        return token.strip() if scheme.lower() in ("bearer", "token") else None
+
+    def unauthorized_response(self, request: SimRequest) -> Response:
+        if request.header("Authorization") is None:
+            return self.error_response(401, "unauthorized", "Requires authentication")
+        return self.error_response(401, "unauthorized", "Bad credentials")
+
+    def unavailable_response(self, status: int) -> Response:
+        return self.error_response(status, "unavailable", "Service Unavailable")
+
+    def rate_limited_response(self, retry_after: int) -> Response:
+        if self.options["rate_limit_status"] == 403:
+            # Primary rate limit: 403, remaining 0, wait until the reset epoch.
+            limit = str(self.options["ratelimit_limit"])
+            return self.error_response(
+                403,
+                "rate_limited",
+                "API rate limit exceeded for user ID 1.",
+                {
+                    "x-ratelimit-limit": limit,
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-used": limit,
+                    "x-ratelimit-reset": str(int(self.now()) + retry_after),
+                },
+            )
+        return self.error_response(
+            429,
+            "rate_limited",
+            "You have exceeded a secondary rate limit. Please wait a few minutes and try again.",
+            {"Retry-After": str(retry_after)},
+        )
+
+    def finalize_api_response(self, response: Response) -> Response:
+        """Add the rate-limit headers GitHub sends on every answer."""
+        with self._lock:
+            now = int(self.now())
+            limit = int(self.options["ratelimit_limit"])
+            if now >= self._rate_reset or self._rate_used >= limit:
+                self._rate_used, self._rate_reset = 0, now + RATE_WINDOW_SECONDS
+            self._rate_used += 1
+            headers = {
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": str(limit - self._rate_used),
+                "x-ratelimit-used": str(self._rate_used),
+                "x-ratelimit-reset": str(self._rate_reset),
+                "x-ratelimit-resource": "core",
+            }
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def seed_run(
+        self,
+        steps: list[Step],
+        now: float,
+        *,
+        owner: str = "ccdash",
+        repo: str = "demo",
+        workflow: str = "agent.yml",
+        ref: str = "main",
+        inputs: dict[str, Any] | None = None,
+    ) -> SimRun:
+        config = self._workflows.get(workflow)
+        if config is None:
+            raise ValueError(f"unknown workflow {workflow}")
+        return self._create_run(owner, repo, config, ref, inputs or {}, steps, now)
+
+    # -- repository and workflow ----------------------------------------------------------
+
+    def _get_repo(self, request: SimRequest) -> Response:
+        owner, repo = request.params["owner"], request.params["repo"]
+        full_name = f"{owner}/{repo}"
+        return Response.json(
+            200,
+            {
+                "id": int(hashlib.sha256(full_name.lower().encode()).hexdigest()[:8], 16),
+                "name": repo,
+                "full_name": full_name,
+                "owner": {"login": owner},
+                "private": True,
+                "default_branch": "main",
+                "html_url": f"{self.url}/{full_name}",
+                "url": f"{self.url}/repos/{full_name}",
+                "permissions": {"admin": False, "push": True, "pull": True},
+            },
+        )
+
+    def _get_workflow(self, request: SimRequest) -> Response:
+        return Response.json(200, self._workflow_json(request, self._workflow(request)))
+
+    def _workflow(self, request: SimRequest) -> WorkflowConfig:
+        key = request.params["workflow"]
+        for workflow in self._workflows.values():
+            if key in (workflow.file, str(workflow.id)):
+                return workflow
+        raise SimError(404, "not_found", "Not Found")
+
+    def _workflow_json(self, request: SimRequest, workflow: WorkflowConfig) -> dict[str, Any]:
+        full_name = f"{request.params['owner']}/{request.params['repo']}"
+        return {
+            "id": workflow.id,
+            "name": workflow.name,
+            "path": f".github/workflows/{workflow.file}",
+            "state": "active",
+            "url": f"{self.url}/repos/{full_name}/actions/workflows/{workflow.id}",
+            "html_url": f"{self.url}/{full_name}/actions/workflows/{workflow.file}",
+        }
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _dispatch(self, request: SimRequest) -> Response:
+        """Create a workflow dispatch event (providers.md: 200 with details, else 204)."""
+        workflow = self._workflow(request)
+        body = request.json_object()
+        legacy_status = self.options["legacy_dispatch_status"]
+        if legacy_status and "return_run_details" in body:
+            raise SimError(
+                int(legacy_status),
+                "invalid",
+                'Invalid request.\n\n"return_run_details" is not a permitted key.',
+            )
+        ref, inputs = self._dispatch_arguments(body)
+        if not workflow.dispatch_trigger:
+            raise SimError(422, "invalid", "Workflow does not have 'workflow_dispatch' trigger")
+        owner, repo = request.params["owner"], request.params["repo"]
+        text = " ".join(str(value) for value in inputs.values())
+        run = self._create_run(
+            owner, repo, workflow, ref, inputs, self.script_for(text), self.now()
+        )
+        self.count_creation()
+        new_api = request.header("X-GitHub-Api-Version") == NEW_API_VERSION and not legacy_status
+        if body.get("return_run_details") is True or new_api:
+            return Response.json(
+                200,
+                {
+                    "workflow_run_id": int(run.id),
+                    "run_url": self._run_api_url(run),
+                    "html_url": self._run_html_url(run),
+                },
+            )
+        return Response(204)
+
+    @staticmethod
+    def _dispatch_arguments(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ref = body.get("ref")
+        if not isinstance(ref, str) or not ref:
+            raise SimError(422, "invalid", 'Invalid request.\n\n"ref" wasn\'t supplied.')
+        inputs = body.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise SimError(
+                422, "invalid", "Invalid request.\n\nFor 'properties/inputs', is not an object."
+            )
+        if len(inputs) > MAX_INPUTS:
+            raise SimError(
+                422,
+                "invalid",
+                f"Invalid request.\n\nFor 'properties/inputs', {len(inputs)} properties "
+                f"is more than the maximum of {MAX_INPUTS}.",
+            )
+        return ref, inputs
+
+    def _create_run(
+        self,
+        owner: str,
+        repo: str,
+        workflow: WorkflowConfig,
+        ref: str,
+        inputs: dict[str, Any],
+        steps: list[Step],
+        now: float,
+    ) -> WorkflowRun:
+        number = self.next_sequence()
+        run = WorkflowRun(
+            id=str(RUN_ID_BASE + number),
+            steps=steps,
+            created_at=now,
+            number=number,
+            owner=owner,
+            repo=repo,
+            workflow=workflow,
+            ref=ref,
+            inputs=dict(inputs),
+            display_title=render_run_name(workflow.run_name, inputs) or workflow.name,
+            head_sha=hashlib.sha1(str(number).encode(), usedforsecurity=False).hexdigest(),
+        )
+        self.add_run(run)
+        return run
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def _list_runs(self, request: SimRequest) -> Response:
+        """List a workflow's runs, newest first, honouring event/branch/status/created."""
+        workflow = self._workflow(request)
+        owner, repo = request.params["owner"].lower(), request.params["repo"].lower()
+        visible_before = self.now() - float(self.options["listing_delay_seconds"])
+        event, branch, status = request.arg("event"), request.arg("branch"), request.arg("status")
+        low, high = created_filter(request.arg("created") or "*..*")
+        runs = [
+            run
+            for run in self.iter_runs()
+            if isinstance(run, WorkflowRun)
+            and run.workflow.id == workflow.id
+            and (run.owner.lower(), run.repo.lower()) == (owner, repo)
+            and run.created_at <= visible_before
+            and event in (None, "", "workflow_dispatch")
+            and branch in (None, "", run.branch)
+            and status in (None, "", run.status, run.conclusion)
+            and low <= int(run.created_at) <= high
+        ]
+        runs.sort(key=lambda run: (run.created_at, run.number), reverse=True)
+        per_page = request.int_arg("per_page", 30)
+        page = request.int_arg("page", 1, high=10_000)
+        selected = runs[(page - 1) * per_page : page * per_page]
+        return Response.json(
+            200,
+            {"total_count": len(runs), "workflow_runs": [self._run_json(run) for run in selected]},
+        )
+
+    def _run(self, request: SimRequest) -> WorkflowRun:
+        run = self.find_run(request.params["run_id"])
+        if not isinstance(run, WorkflowRun):
+            raise SimError(404, "not_found", "Not Found")
+        return run
+
+    def _get_run(self, request: SimRequest) -> Response:
+        return Response.json(200, self._run_json(self._run(request)))
+
+    def _run_json(self, run: WorkflowRun) -> dict[str, Any]:
+        api_url = self._run_api_url(run)
+        return {
+            "id": int(run.id),
+            "name": run.workflow.name,
+            "display_title": run.display_title,
+            "run_number": run.number,
+            "run_attempt": 1,
+            "event": "workflow_dispatch",
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "workflow_id": run.workflow.id,
+            "path": f".github/workflows/{run.workflow.file}",
+            "head_branch": run.branch,
+            "head_sha": run.head_sha,
+            "url": api_url,
+            "html_url": self._run_html_url(run),
+            "jobs_url": f"{api_url}/jobs",
+            "logs_url": f"{api_url}/logs",
+            "cancel_url": f"{api_url}/cancel",
+            "created_at": iso(run.created_at),
+            "updated_at": iso(run.updated_at),
+            "run_started_at": iso(run.created_at),
+        }
+
+    def _run_api_url(self, run: WorkflowRun) -> str:
+        return f"{self.url}/repos/{run.owner}/{run.repo}/actions/runs/{run.id}"
+
+    def _run_html_url(self, run: WorkflowRun) -> str:
+        return f"{self.url}/{run.owner}/{run.repo}/actions/runs/{run.id}"
+
+    # -- cancel -------------------------------------------------------------------------
+
+    def _cancel(self, request: SimRequest) -> Response:
+        """202 now; the run shows completed/cancelled ~0.3 s later (asynchronous)."""
+        run = self._cancellable(request)
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            run.reschedule(self.now(), CANCEL_DELAY_SECONDS, [Step("cancelled")])
+        return Response.json(202, {})
+
+    def _force_cancel(self, request: SimRequest) -> Response:
+        run = self._cancellable(request)
+        run.cancel_requested = True
+        run.force("cancelled", self.now())
+        return Response.json(202, {})
+
+    def _cancellable(self, request: SimRequest) -> WorkflowRun:
+        run = self._run(request)
+        if run.status == "completed":
+            raise SimError(409, "conflict", "Cannot cancel a workflow run that is completed.")
+        return run
+
+    # -- jobs and logs ----------------------------------------------------------------------
+
+    def _list_jobs(self, request: SimRequest) -> Response:
+        run = self._run(request)
+        per_page = request.int_arg("per_page", 30)
+        jobs = [self._job_json(run)][:per_page]
+        return Response.json(200, {"total_count": 1, "jobs": jobs})
+
+    def _job_json(self, run: WorkflowRun) -> dict[str, Any]:
+        started = run.first_entry(self.RUNNING_STATE)
+        completed = run.updated_at if run.status == "completed" else None
+        return {
+            "id": run.job_id,
+            "run_id": int(run.id),
+            "run_attempt": 1,
+            "name": JOB_NAME,
+            "status": run.status,
+            "conclusion": run.conclusion,
+            "created_at": iso(run.created_at),
+            "started_at": iso(started if started is not None else run.created_at),
+            "completed_at": iso(completed) if completed is not None else None,
+            "head_branch": run.branch,
+            "run_url": self._run_api_url(run),
+            "url": f"{self.url}/repos/{run.owner}/{run.repo}/actions/jobs/{run.job_id}",
+            "html_url": f"{self._run_html_url(run)}/job/{run.job_id}",
+            "labels": ["ubuntu-latest"],
+            "steps": self._job_steps(run, started, completed),
+        }
+
+    @staticmethod
+    def _job_steps(
+        run: WorkflowRun, started: float | None, completed: float | None
+    ) -> list[dict[str, Any]]:
+        if started is None:
+            return []
+
+        def step(number: int, name: str, status: str, conclusion: str | None) -> dict[str, Any]:
+            return {"number": number, "name": name, "status": status, "conclusion": conclusion}
+
+        steps = [step(1, "Set up job", "completed", "success")]
+        if completed is None:
+            return [*steps, step(2, "Run ccdash agent", "in_progress", None)]
+        return [
+            *steps,
+            step(2, "Run ccdash agent", "completed", run.conclusion),
+            step(3, "Complete job", "completed", "success"),
+        ]
+
+    def _job_logs(self, request: SimRequest) -> Response:
+        """302 to a signed URL valid one minute (like GitHub's log download)."""
+        job_id = request.params["job_id"]
+        run = self._run_for_job(job_id)
+        if run is None:
+            raise SimError(404, "not_found", "Not Found")
+        return Response.redirect(self.presign(f"/_blob/jobs/{job_id}/log.txt", BLOB_TTL_SECONDS))
+
+    def _run_logs(self, request: SimRequest) -> Response:
+        run = self._run(request)
+        return Response.redirect(self.presign(f"/_blob/runs/{run.id}/logs.zip", BLOB_TTL_SECONDS))
+
+    def _run_for_job(self, job_id: str) -> WorkflowRun | None:
+        if not job_id.isdigit() or int(job_id) % 10 != 1:
+            return None
+        run = self.find_run(str(int(job_id) // 10))
+        return run if isinstance(run, WorkflowRun) else None
+
+    def _job_log_blob(self, request: SimRequest) -> Response:
+        if not self.presigned_ok(request):
+            return Response.text(403, "AuthenticationFailed: signature invalid or expired")
+        run = self._run_for_job(request.params["job_id"])
+        if run is None:
+            return Response.text(404, "BlobNotFound")
+        return Response.text(200, self._job_log(run))
+
+    def _run_logs_blob(self, request: SimRequest) -> Response:
+        if not self.presigned_ok(request):
+            return Response.text(403, "AuthenticationFailed: signature invalid or expired")
+        run = self.find_run(request.params["run_id"])
+        if not isinstance(run, WorkflowRun):
+            return Response.text(404, "BlobNotFound")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            log = self._job_log(run)
+            archive.writestr(f"0_{JOB_NAME}.txt", log)
+            archive.writestr(f"{JOB_NAME}/2_Run ccdash agent.txt", log)
+        return Response(200, buffer.getvalue(), {"Content-Type": "application/zip"})
+
+    def _job_log(self, run: WorkflowRun) -> str:
+        """The job log so far: inputs echoed at start, a line per 0.25 s running, the end."""
+        started = run.first_entry(self.RUNNING_STATE)
+        if started is None:
+            return ""
+        at = _log_time(started)
+        lines = [f"{at} ##[group]Run ccdash agent"]
+        lines += [f"{at}   {name}: {value}" for name, value in run.inputs.items()]
+        lines.append(f"{at} ##[endgroup]")
+        ticks = run.ticks([self.RUNNING_STATE], LOG_LINE_SECONDS, LOG_LINE_LIMIT, self.now())
+        lines += [f"{_log_time(t)} [sim] working, step {n}" for n, t in enumerate(ticks, 1)]
+        if run.status == "completed":
+            lines.append(
+                f"{_log_time(run.updated_at)} Job finished with conclusion {run.conclusion}"
+            )
+        return "\n".join(lines) + "\n"
+
+    # -- control ----------------------------------------------------------------------------
+
+    def _http_workflows(self, request: SimRequest) -> Response:
+        return Response.json(200, {"workflows": [asdict(w) for w in self._workflows.values()]})
+
+    def _http_configure_workflow(self, request: SimRequest) -> Response:
+        body = request.json_object()
+        file = body.pop("file", None)
+        if not isinstance(file, str) or not file:
+            raise SimError(400, "bad_request", 'body must include "file" (e.g. "agent.yml")')
+        try:
+            workflow = self.configure_workflow(file, **body)
+        except TypeError as error:
+            raise SimError(400, "bad_request", str(error)) from None
+        return Response.json(200, asdict(workflow))

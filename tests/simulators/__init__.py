@@ -1,0 +1,1 @@
+"""Provider simulator tests: real servers on ephemeral ports, no database."""
