@@ -1,0 +1,166 @@
+"""Provider API bodies and answers (camelCase, spec §5).
+
+Request serializers validate the envelope only; settings and credentials are
+validated by the provider's adapter (``connectors.services``). Answer
+serializers document the shapes for the OpenAPI schema; the answers
+themselves are built by ``provider_view`` so that no serializer ever sees a
+credential value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from connectors.base import ConfigField, ProviderAdapter
+from connectors.configs import masked_credentials
+from connectors.models import ProviderConfig
+from connectors.registry import LOCAL_PROVIDER_ID
+from connectors.services import health_view
+
+# --- requests ---------------------------------------------------------------------
+
+
+class ProviderConfigBodySerializer(serializers.Serializer):
+    """``PUT providers/{id}/config``. Omitted fields keep their stored value."""
+
+    projectId = serializers.IntegerField()
+    enabled = serializers.BooleanField(required=False)
+    isDefault = serializers.BooleanField(required=False)
+    allowFallbackToLocal = serializers.BooleanField(required=False)
+    rolloutPercent = serializers.IntegerField(required=False, min_value=0, max_value=100)
+    settings = serializers.DictField(
+        required=False,
+        help_text="Provider settings, validated by the adapter (see settingsFields).",
+    )
+
+
+class ProviderCredentialsBodySerializer(serializers.Serializer):
+    """``POST providers/{id}/credentials``: a present key replaces, "" clears."""
+
+    projectId = serializers.IntegerField()
+    credentials = serializers.DictField(
+        help_text="secretField → value; an empty string clears the field. Write-only."
+    )
+
+
+class ProjectRefSerializer(serializers.Serializer):
+    projectId = serializers.IntegerField()
+
+
+# --- answers (schema) -------------------------------------------------------------------
+
+
+class CapabilitiesSerializer(serializers.Serializer):
+    supportsStreaming = serializers.BooleanField()
+    supportsCancel = serializers.BooleanField()
+    supportsArtifacts = serializers.BooleanField()
+    supportsResume = serializers.BooleanField()
+
+
+@extend_schema_field({"description": "Default value (any JSON type, or null)."})
+class AnyValueField(serializers.JSONField):
+    pass
+
+
+class ConfigFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["string", "url", "integer", "boolean", "object"])
+    required = serializers.BooleanField()
+    default = AnyValueField(allow_null=True)
+    helpText = serializers.CharField(allow_blank=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["unknown", "healthy", "failing"])
+    checkedAt = serializers.DateTimeField(allow_null=True)
+    message = serializers.CharField(allow_blank=True)
+
+
+class MaskedFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    set = serializers.BooleanField()
+    preview = serializers.CharField(
+        allow_blank=True, help_text="'••••' plus at most the last four characters."
+    )
+
+
+class MaskedCredentialsSerializer(serializers.Serializer):
+    configured = serializers.BooleanField()
+    fields = MaskedFieldSerializer(many=True)
+    updatedAt = serializers.DateTimeField(allow_null=True)
+
+
+class ProviderSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    label = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["local", "external"])
+    capabilities = CapabilitiesSerializer()
+    configured = serializers.BooleanField(
+        help_text="Settings valid and, for an external provider, required credentials set."
+    )
+    enabled = serializers.BooleanField()
+    isDefault = serializers.BooleanField()
+    allowFallbackToLocal = serializers.BooleanField()
+    rolloutPercent = serializers.IntegerField()
+    settings = serializers.DictField()
+    settingsFields = ConfigFieldSerializer(many=True)
+    secretFields = ConfigFieldSerializer(many=True)
+    health = HealthSerializer()
+    credentials = MaskedCredentialsSerializer()
+
+
+# --- building answers ---------------------------------------------------------------------
+
+
+def field_view(spec: ConfigField) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "label": spec.label,
+        "kind": spec.kind,
+        "required": spec.required,
+        "default": spec.default,
+        "helpText": spec.help_text,
+    }
+
+
+def settings_are_valid(cls: type[ProviderAdapter], config: ProviderConfig | None) -> bool:
+    try:
+        cls.validate_config(dict(config.settings) if config else {})
+    except Exception:  # ConfigurationError, or an adapter bug: either way not usable
+        return False
+    return True
+
+
+def provider_view(
+    cls: type[ProviderAdapter],
+    config: ProviderConfig | None,
+    default_provider_id: str,
+) -> dict[str, Any]:
+    """One entry of ``GET providers``: declared metadata, stored config, health
+    and masked credential status. Never a credential value."""
+    is_local = cls.provider_id == LOCAL_PROVIDER_ID
+    credentials = masked_credentials(cls.provider_id, config)
+    configured = settings_are_valid(cls, config) and (
+        is_local or not any(f.required for f in cls.secret_fields) or credentials["configured"]
+    )
+    return {
+        "id": cls.provider_id,
+        "label": cls.label,
+        "kind": cls.kind,
+        "capabilities": cls.capabilities().as_api(),
+        "configured": configured,
+        "enabled": True if is_local else bool(config and config.enabled),
+        "isDefault": cls.provider_id == default_provider_id,
+        "allowFallbackToLocal": config.allow_fallback_to_local if config else True,
+        "rolloutPercent": config.rollout_percent if config else 100,
+        "settings": dict(config.settings) if config else {},
+        "settingsFields": [field_view(f) for f in cls.config_fields],
+        "secretFields": [field_view(f) for f in cls.secret_fields],
+        "health": health_view(config),
+        "credentials": credentials,
+    }
