@@ -60,8 +60,7 @@ def masked_credentials(provider_id: str, config: ProviderConfig | None) -> dict[
     values = credential_values(config)
     credential = getattr(config, "credential", None) if config else None
     return {
-        "configured": bool(values)
-        and all(values.get(f.name) for f in cls.secret_fields if f.required),
+        "configured": all(values.get(f.name) for f in cls.secret_fields if f.required),
         "fields": [
             {
                 "name": spec.name,

@@ -40,8 +40,7 @@ _UNSET: Any = object()
 
 
 def effective_default_provider_id(project: Project) -> str:
-    """The provider runs go to when none is named (same rule as
-    ``execution.services.default_provider_id``): an enabled config marked
+    """The provider runs go to when none is named: an enabled config marked
     default, else ``Project.default_provider_id``, else local."""
     configured = (
         project.provider_configs.filter(is_default=True, enabled=True)

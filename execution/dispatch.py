@@ -29,6 +29,7 @@ from connectors.errors import (
     ConfigurationError,
     ConnectorError,
     TransientError,
+    UnknownProvider,
 )
 from connectors.models import HealthStatus, ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID, adapter_class
@@ -139,6 +140,10 @@ def dispatch_run(run_id: int) -> str:
         return "blocked"
     try:
         route = choose_route(run)
+    except UnknownProvider as exc:
+        # The provider was removed from the registry after the run was created.
+        transition(run, RunStatus.FAILED, reason="unknown_provider", message=exc.message)
+        return "failed"
     except NoRoute as no_route:
         transition(run, RunStatus.FAILED, reason=no_route.code, message=no_route.message)
         return "failed"
@@ -238,7 +243,6 @@ def _dispatch_failed_transiently(
         return "failed"
     delay = max(DISPATCH_RETRY_S, exc.retry_after or 0.0)
     Run.objects.filter(pk=run.pk).update(
-        sync_status=SyncStatus.STALE if run.sync_status == SyncStatus.STALE else run.sync_status,
         last_sync_error=message,
         next_reconcile_at=timezone.now() + timedelta(seconds=delay),
     )

@@ -21,6 +21,7 @@ from connectors.base import RunRef
 from connectors.configs import build_adapter, get_config, project_redactor
 from connectors.errors import ConnectorError
 from connectors.registry import adapter_class
+from connectors.services import effective_default_provider_id
 from execution import policy_gate
 from execution.dispatch import enqueue_dispatch
 from execution.events import NewEvent, append_events, audit
@@ -53,16 +54,6 @@ class RunRequest:
     idempotency_key: str | None = None
 
 
-def default_provider_id(project: Project) -> str:
-    """The project's default provider (a config marked default wins), else local."""
-    configured = (
-        project.provider_configs.filter(is_default=True, enabled=True)
-        .values_list("provider_id", flat=True)
-        .first()
-    )
-    return configured or project.default_provider_id or "local"
-
-
 def actor_name(user) -> str:
     return getattr(user, "username", "") or "system"
 
@@ -86,7 +77,7 @@ def create_run(
                     code="idempotency_key_reused",
                 )
             return existing, False
-    provider_id = request.provider_id or default_provider_id(project)
+    provider_id = request.provider_id or effective_default_provider_id(project)
     adapter_class(provider_id)  # raises UnknownProvider (400) before anything is stored
     decision = policy_gate.evaluate_for(project, request.command, request.cwd, request.env_profile)
     status = {

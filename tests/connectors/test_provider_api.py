@@ -489,3 +489,9 @@ def test_checking_another_projects_provider_is_404(operator_client, fake):
     response = operator_client.post(check_url("fake"), {"projectId": other.pk}, format="json")
 
     assert response.status_code == 404
+
+
+def test_a_provider_without_secret_fields_counts_as_having_its_credentials(project):
+    from connectors.configs import masked_credentials
+
+    assert masked_credentials("local", None)["configured"] is True

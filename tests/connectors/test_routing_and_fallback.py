@@ -260,3 +260,13 @@ def test_configuration_error_fails_the_run_and_marks_the_provider_failing(projec
     assert run.status_reason == "dispatch_failed"
     config = ProviderConfig.objects.get(project=project, provider_id="fake")
     assert config.health_status == HealthStatus.FAILING
+
+
+def test_a_run_for_a_provider_removed_from_the_registry_fails_visibly(project, monkeypatch):
+    run = RunFactory(project=project, provider_id="retired_provider")
+
+    assert dispatch_run(run.pk) == "failed"
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.status_reason == "unknown_provider"
