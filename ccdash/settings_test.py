@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ccdash.settings import *  # noqa: F403
-from ccdash.settings import EXECUTION, Q_CLUSTER, VAR_DIR
+from ccdash.settings import DATABASES, EXECUTION, Q_CLUSTER, VAR_DIR
 
 SECRET_KEY = "test-secret-key-not-for-production"
 FERNET_KEYS = ["test-fernet-key-1"]
@@ -30,7 +30,18 @@ if not os.environ.get("DATABASE_URL"):
         }
     }
 
+# Processes an integration test starts (qcluster, reconcilers) must use the
+# database pytest-django created, not the configured one.
+if os.environ.get("CCDASH_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["CCDASH_TEST_DB_NAME"]
+
 # Tasks run inline in tests; a real qcluster started by an integration test
-# sets CCDASH_Q_SYNC=0 to consume the queue instead.
-Q_CLUSTER = {**Q_CLUSTER, "sync": os.environ.get("CCDASH_Q_SYNC", "1") == "1"}
+# sets CCDASH_Q_SYNC=0 to consume the queue instead. The cluster name keys the
+# Redis queue, so concurrent or leftover test runs never share one.
+Q_CLUSTER = {
+    **Q_CLUSTER,
+    "name": os.environ.get("CCDASH_Q_NAME", "ccdash-test"),
+    "sync": os.environ.get("CCDASH_Q_SYNC", "1") == "1",
+    "workers": 2,
+}
 EXECUTION = {**EXECUTION, "CANCEL_GRACE_S": 1.0, "HEARTBEAT_INTERVAL_S": 0.5}
