@@ -1,0 +1,300 @@
+"""Devin API v1 (``devin``): one Devin session per CCDash run.
+
+Provider facts relied on (providers.md § Devin; https://docs.devin.ai/api-reference/v1):
+
+- ``Authorization: Bearer <apiKey>``; base URL ``https://api.devin.ai``. The
+  vendor labels v1 alpha, so every answer is read tolerantly: missing fields
+  default, unknown ``status_enum`` values map to None, never an exception.
+- ``POST /v1/sessions {"prompt", "idempotent", "title", "tags"}`` →
+  ``{"session_id", "url", "is_new_session"}``. With ``idempotent: true`` and
+  the prompt of an existing session, Devin answers that session with
+  ``is_new_session: false``: the only provider-side dedupe we have.
+- ``GET /v1/sessions/{id}`` → ``status_enum``, ``url``, ``messages[]`` (the
+  whole transcript, no paging), ``pull_request{url}``.
+- ``GET /v1/sessions?limit=&offset=&tags=`` → ``{"sessions": [...]}`` (newest
+  first; each with ``tags`` and ``title``).
+- ``DELETE /v1/sessions/{id}`` terminates the session (it cannot be resumed).
+  The answer for a session that already ended is unconfirmed (our simulator
+  says 409): any 4xx but 401/403/404/429 means "re-read the session".
+- No rate-limit headers are documented; a 429 with ``Retry-After`` is still
+  honoured by the shared gate in ``connectors.http``.
+
+Correlation: the prompt ends with a marker line carrying the run's
+``dispatch_key`` and the session is tagged ``ccdash-run-<key>``. The marker
+makes the prompt identical on every attempt of one run (so ``idempotent``
+dedupes a re-sent create) and different between runs of the same command (so
+it never merges two runs into one session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from connectors.base import (
+    TERMINAL,
+    CancelResult,
+    Capabilities,
+    ConfigField,
+    DispatchResult,
+    HealthResult,
+    LogBatch,
+    LogEntry,
+    ProviderAdapter,
+    RunRef,
+    RunSpec,
+    RunState,
+)
+from connectors.errors import ConfigurationError, ConnectorError, PermanentError
+from connectors.http import raise_for_status
+
+# (connect, read) seconds for every call.
+TIMEOUT: tuple[float, float] = (3.05, 10.0)
+# Sessions scanned by recover_dispatch when the tag filter is not honoured:
+# the lost session was created moments ago, so it is on the newest page.
+RECOVER_PAGE_SIZE = 100
+BASE_TAG = "ccdash"
+# Cancel answers that mean "it already ended, re-read it" (unconfirmed by Devin).
+_RAISE_ON_CANCEL = frozenset({401, 403, 404, 429})
+
+
+def run_tag(dispatch_key: str) -> str:
+    return f"ccdash-run-{dispatch_key}"
+
+
+def prompt_marker(dispatch_key: str) -> str:
+    return f"[ccdash-run: {dispatch_key}]"
+
+
+class DevinAdapter(ProviderAdapter):
+    provider_id = "devin"
+    label = "Devin"
+    kind = "external"
+    # No artifact API in v1: the pull request link arrives as a provider log line.
+    CAPABILITIES = Capabilities(supports_cancel=True)
+    default_base_url = "https://api.devin.ai"
+    config_fields = (
+        ConfigField(
+            "baseUrl",
+            "API base URL",
+            kind="url",
+            default=default_base_url,
+            help_text="Devin API endpoint (v1).",
+        ),
+        ConfigField(
+            "tags",
+            "Extra session tags",
+            help_text="Comma-separated tags added to every session (besides ccdash tags).",
+            pattern=r"[\w .:/-]+(,[\w .:/-]+)*",
+        ),
+    )
+    secret_fields = (ConfigField("apiKey", "API key", required=True),)
+    # Decisions for the "(decide and document)" rows:
+    # - suspend_requested*/resume_requested*: the session is being put to sleep
+    #   or woken; it has not ended and does not ask for input, so it stays
+    #   ``running`` (mapping them to ``waiting`` would flap on every suspend).
+    # - expired is ``failed``; Devin may also report it after our DELETE, which
+    #   is why ``cancel`` confirms the cancel itself (the service then stores
+    #   ``canceled`` without waiting for a poll).
+    state_table = {
+        "working": "running",
+        "resumed": "running",
+        "suspend_requested": "running",
+        "suspend_requested_frontend": "running",
+        "resume_requested": "running",
+        "resume_requested_frontend": "running",
+        "blocked": "waiting",
+        "finished": "succeeded",
+        "expired": "failed",
+    }
+
+    # --- HTTP ------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        api_key = self.secrets.get("apiKey")
+        if not api_key:
+            raise ConfigurationError("Devin API key is not set.", {"apiKey": ["Not set."]})
+        headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        return self.http.request(
+            method,
+            path,
+            secrets=self.secrets.secret_values(),
+            timeout=TIMEOUT,
+            headers=headers,
+            **kwargs,
+        )
+
+    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
+        raise_for_status(response, secrets=self.secrets.secret_values(), what=what)
+        try:
+            body = response.json()
+        except ValueError:
+            raise PermanentError(f"{what}: Devin answered without JSON") from None
+        return body if isinstance(body, dict) else {}
+
+    def _session(self, session_id: str) -> dict[str, Any]:
+        """``GET /v1/sessions/{id}``; 404 → RunNotFound, 401/403 → AuthError."""
+        return self._json(self._call("GET", f"/v1/sessions/{session_id}"), "get Devin session")
+
+    # --- dispatch and recovery ----------------------------------------------------
+
+    def dispatch(self, spec: RunSpec) -> DispatchResult:
+        """Create the session. Always ``idempotent: true`` with the marked
+        prompt, so even a create re-sent after a lost answer returns the
+        existing session (``is_new_session: false``) instead of a second one."""
+        tags = [BASE_TAG, run_tag(spec.dispatch_key), *self._extra_tags()]
+        body = {
+            "prompt": f"{spec.command}\n\n{prompt_marker(spec.dispatch_key)}",
+            "idempotent": True,
+            "title": f"{spec.title} [{spec.dispatch_key}]",
+            "tags": list(dict.fromkeys(tags)),
+        }
+        created = self._json(self._call("POST", "/v1/sessions", json=body), "create Devin session")
+        session_id = str(created.get("session_id") or "")
+        if not session_id:
+            raise PermanentError("create Devin session: the answer has no session_id")
+        return DispatchResult(
+            provider_run_id=session_id,
+            provider_url=str(created.get("url") or ""),
+            provider_state={"isNewSession": bool(created.get("is_new_session", True))},
+        )
+
+    def recover_dispatch(self, spec: RunSpec) -> DispatchResult | None:
+        """The session an interrupted dispatch created, found by listing
+        (tag ``ccdash-run-<key>``, else the key in the title). Read-only: when
+        nothing matches, ``dispatch`` follows, and its idempotent create is the
+        second safety net should the listing have missed the session."""
+        tag = run_tag(spec.dispatch_key)
+        params = {"tags": tag, "limit": RECOVER_PAGE_SIZE}
+        listing = self._json(self._call("GET", "/v1/sessions", params=params), "list sessions")
+        for session in listing.get("sessions") or ():
+            if not isinstance(session, Mapping) or not session.get("session_id"):
+                continue
+            if tag in (session.get("tags") or ()) or spec.dispatch_key in str(
+                session.get("title") or ""
+            ):
+                return DispatchResult(
+                    provider_run_id=str(session["session_id"]),
+                    provider_url=str(session.get("url") or ""),
+                    provider_status_raw=_native_status(session),
+                )
+        return None
+
+    def _extra_tags(self) -> list[str]:
+        return [t.strip() for t in str(self.settings.get("tags") or "").split(",") if t.strip()]
+
+    # --- status and output ----------------------------------------------------------
+
+    def poll_status(self, ref: RunRef) -> RunState:
+        """Map ``status_enum`` (None when unknown) and hand back the messages
+        new since the stored log cursor, so polling alone delivers the output."""
+        session = self._session(ref.provider_run_id)
+        raw = _native_status(session)
+        # The reconciler keeps the log cursor in provider_state["logCursor"].
+        cursor = ref.provider_state.get("logCursor") or {}
+        batch = _new_output(session, cursor)
+        changed = bool(batch.entries) or dict(batch.cursor) != dict(cursor)
+        return RunState(
+            provider_status_raw=raw,
+            status=self.map_status(raw),
+            provider_url=str(session.get("url") or ""),
+            logs=batch if changed else None,
+        )
+
+    def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
+        """Messages after ``cursor`` (see ``_new_output``), one GET of the session."""
+        return _new_output(self._session(ref.provider_run_id), cursor)
+
+    # --- cancel and health ------------------------------------------------------------
+
+    def cancel(self, ref: RunRef) -> CancelResult:
+        """``DELETE`` terminates synchronously: a 2xx is a confirmed cancel.
+        "Already ended" (any other 4xx but 401/403/404/429) re-reads the session
+        and confirms when it is terminal; 404 → RunNotFound."""
+        response = self._call("DELETE", f"/v1/sessions/{ref.provider_run_id}")
+        status = response.status_code
+        if status >= 500 or status in _RAISE_ON_CANCEL:
+            raise_for_status(response, secrets=self.secrets.secret_values(), what="end session")
+        if response.ok:
+            return CancelResult(confirmed=True, provider_status_raw=self._status_quietly(ref))
+        raw = _native_status(self._session(ref.provider_run_id))
+        return CancelResult(confirmed=self.map_status(raw) in TERMINAL, provider_status_raw=raw)
+
+    def _status_quietly(self, ref: RunRef) -> str:
+        # Best effort: the raw value after DELETE is worth storing, not failing for.
+        try:
+            return _native_status(self._session(ref.provider_run_id))
+        except ConnectorError:
+            return ""
+
+    def check_health(self) -> HealthResult:
+        """``GET /v1/sessions?limit=1`` (v1 has no "whoami"): accepted key and a
+        base URL that answers like the Devin API."""
+        try:
+            response = self._call("GET", "/v1/sessions", params={"limit": 1})
+        except ConfigurationError as exc:
+            return HealthResult(False, exc.message)
+        except ConnectorError as exc:
+            return HealthResult(False, f"Devin API unreachable: {exc.message}")
+        status = response.status_code
+        if status in (401, 403):
+            return HealthResult(False, f"API key rejected by Devin (HTTP {status}).")
+        if status == 429:
+            return HealthResult(False, "Rate limited by Devin; try again later.")
+        if status >= 400:
+            return HealthResult(False, f"Devin API answered HTTP {status}; check baseUrl.")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("sessions"), list):
+            return HealthResult(False, "baseUrl does not answer like the Devin API (no sessions).")
+        return HealthResult(True, "API key accepted; sessions can be listed.")
+
+
+def _native_status(session: Mapping[str, Any]) -> str:
+    # status_enum is the documented machine value; "status" is free text.
+    return str(session.get("status_enum") or session.get("status") or "")
+
+
+def _new_output(session: Mapping[str, Any], cursor: Mapping[str, Any]) -> LogBatch:
+    """Messages after the cursor, then the pull request link once.
+
+    Cursor ``{"seen": count, "lastEventId": id, "pullRequestUrl": url}``: the
+    transcript only grows at the end, so new messages are those after the last
+    one we stored (found by ``event_id``), or after the first ``seen`` when
+    that id is gone or messages carry none.
+    """
+    messages = [m for m in session.get("messages") or () if isinstance(m, Mapping)]
+    start = min(int(cursor.get("seen") or 0), len(messages))
+    last_id = cursor.get("lastEventId")
+    if last_id:
+        ids = [m.get("event_id") for m in messages]
+        if last_id in ids:
+            start = ids.index(last_id) + 1
+    fresh = messages[start:]
+    entries = [_message_entry(m) for m in fresh]
+    next_cursor = dict(cursor)
+    next_cursor["seen"] = start + len(fresh)
+    if fresh and fresh[-1].get("event_id"):
+        next_cursor["lastEventId"] = str(fresh[-1]["event_id"])
+    pull_request = session.get("pull_request")
+    pr_url = str(pull_request.get("url") or "") if isinstance(pull_request, Mapping) else ""
+    if pr_url and pr_url != cursor.get("pullRequestUrl"):
+        entries.append(LogEntry("provider", f"Pull request: {pr_url}", {"pullRequestUrl": pr_url}))
+        next_cursor["pullRequestUrl"] = pr_url
+    return LogBatch(entries=tuple(entries), cursor=next_cursor)
+
+
+def _message_entry(message: Mapping[str, Any]) -> LogEntry:
+    kind = str(message.get("type") or "")
+    # Devin's own messages are the run's output; user/initial messages are context.
+    stream = "stdout" if kind == "devin_message" else "provider"
+    payload = {
+        key: str(message[source])
+        for key, source in (("eventId", "event_id"), ("type", "type"), ("at", "timestamp"))
+        if message.get(source)
+    }
+    return LogEntry(stream, str(message.get("message") or ""), payload)
