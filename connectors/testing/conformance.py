@@ -232,7 +232,8 @@ class AdapterConformance:
         Canned mode runs one round per canned status; live mode one round.
         """
         report = Exercise()
-        original = requests.Session.request
+        # unwrap: a second exercise in the same test must not record through the first
+        original = inspect.unwrap(requests.Session.request)
         signature = inspect.signature(original)
         state = {"status": 200}
 
@@ -255,6 +256,7 @@ class AdapterConformance:
                 return original(session, *args, **kwargs)
             return self.canned_response(method, url, state["status"])
 
+        recording_request.__wrapped__ = original  # type: ignore[attr-defined]
         monkeypatch.setattr(requests.Session, "request", recording_request)
         rounds = ("live",) if self.live_http else tuple(str(s) for s in self.canned_statuses)
         for round_name in rounds:
