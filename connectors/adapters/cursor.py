@@ -1,0 +1,337 @@
+"""Cursor Cloud Agents API v1 (providers.md § Cursor).
+
+Facts relied on (https://cursor.com/docs/cloud-agent/api/endpoints and the
+official ``cloud-agents-openapi.yaml``):
+
+- Basic auth, the API key as user name and an empty password.
+- A durable *agent* and one *run* per prompt. ``POST /v1/agents`` creates the
+  agent and enqueues its first run: ``201 {"agent": {"id", "url",
+  "latestRunId", ...}, "run": {"id", "agentId", "status"}}``. ``model`` is an
+  object ``{"id": ...}``; omitted, Cursor picks the user/team default.
+- No idempotency key. We name the agent's branch ``branchPrefix + dispatch_key``
+  and find a lost create by listing agents (``GET /v1/agents?limit=&cursor=``,
+  newest first, ``{"items", "nextCursor"}``) and matching ``branchName``.
+- Run status ``CREATING``, ``RUNNING``, ``FINISHED``, ``ERROR``, ``CANCELLED``,
+  ``EXPIRED`` (the last four terminal).
+- Cancel ``POST .../runs/{runId}/cancel`` → ``200 {"id"}``; a run that already
+  ended answers ``409 run_not_cancellable`` (we re-read it).
+- Output ``GET .../runs/{runId}/stream``: Server-Sent Events, resumable with
+  ``Last-Event-ID``; ``410 stream_expired`` after the retention window.
+- Errors ``{"error": {"code", "message"}}``; ``429`` carries ``Retry-After``,
+  which ``connectors.http``'s rate-limit gate honours for the whole endpoint.
+- ``GET /v1/me`` → ``{"apiKeyName", "createdAt", "userEmail"}``: the key check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from connectors.adapters.sse import SseEvent, read_events
+from connectors.base import (
+    TERMINAL,
+    CancelResult,
+    Capabilities,
+    ConfigField,
+    DispatchResult,
+    HealthResult,
+    LogBatch,
+    LogEntry,
+    ProviderAdapter,
+    RunRef,
+    RunSpec,
+    RunState,
+)
+from connectors.errors import ConnectorError, RunNotFound, TransientError
+from connectors.http import raise_for_status
+
+# (connect, read) seconds for ordinary calls.
+TIMEOUT: tuple[float, float] = (3.05, 10.0)
+# The stream: the read timeout is the longest silence we wait through, and one
+# fetch stops reading after STREAM_BUDGET_S whatever the server keeps sending,
+# so a fetch never holds a reconciler thread longer than about budget + idle.
+STREAM_TIMEOUT: tuple[float, float] = (3.05, 2.0)
+STREAM_BUDGET_S = 4.0
+# Lost-create recovery reads at most this many agents (newest first): a create
+# we lost is at most minutes old, so it is on the first page in practice.
+RECOVERY_PAGE_SIZE = 100
+RECOVERY_PAGES = 5
+# Stream events that are not output: keep-alives, the model's private
+# reasoning (verbose, and not what the run did), and the end marker.
+SILENT_EVENTS = frozenset({"heartbeat", "thinking", "done"})
+
+
+class CursorAdapter(ProviderAdapter):
+    """One CCDash run = one new Cursor agent (and its first run)."""
+
+    provider_id = "cursor"
+    label = "Cursor Cloud Agents"
+    kind = "external"
+    # supports_resume is False: a follow-up prompt (POST /v1/agents/{id}/runs)
+    # is a new run of the agent, not a resumption of ours, and our retry makes
+    # a new run with a new dispatch key anyway. Artifacts exist
+    # (GET /v1/agents/{id}/artifacts) though the contract has no hook yet.
+    CAPABILITIES = Capabilities(
+        supports_streaming=True, supports_cancel=True, supports_artifacts=True
+    )
+    default_base_url = "https://api.cursor.com"
+    config_fields = (
+        ConfigField(
+            "baseUrl", "Base URL", kind="url", default=default_base_url, help_text="Cursor API."
+        ),
+        ConfigField(
+            "repository",
+            "Repository URL",
+            kind="url",
+            required=True,
+            help_text="The GitHub repository the agent works on, e.g. https://github.com/org/repo.",
+        ),
+        ConfigField("startingRef", "Starting ref", default="main", help_text="Branch, tag or SHA."),
+        ConfigField(
+            "model",
+            "Model",
+            help_text="A model id from GET /v1/models; empty uses the user/team default.",
+        ),
+        ConfigField(
+            "autoCreatePr",
+            "Open a pull request",
+            kind="boolean",
+            default=False,
+            help_text="Let the agent open a PR when it finishes.",
+        ),
+        ConfigField(
+            "branchPrefix",
+            "Branch prefix",
+            default="ccdash/",
+            pattern=r"[A-Za-z0-9._/-]{1,100}",
+            help_text="Each run works on branch <prefix><dispatch key>; used to find lost creates.",
+        ),
+    )
+    secret_fields = (
+        ConfigField("apiKey", "API key", required=True, help_text="Cursor Dashboard → API keys."),
+    )
+    state_table = {
+        "CREATING": "queued",
+        "RUNNING": "running",
+        "FINISHED": "succeeded",
+        "ERROR": "failed",
+        "CANCELLED": "canceled",
+        # EXPIRED: the run ran out of its time window without finishing; it
+        # did not do what was asked, so it is a failure (not a cancel).
+        "EXPIRED": "failed",
+    }
+
+    # --- contract --------------------------------------------------------------
+
+    def dispatch(self, spec: RunSpec) -> DispatchResult:
+        """Create an agent whose branch carries ``spec.dispatch_key``.
+
+        Raises ``TransientError`` for a 2xx answer without ids: the agent may
+        exist, and the retry finds it through ``recover_dispatch``.
+        """
+        branch = self._branch(spec)
+        body: dict[str, Any] = {
+            "prompt": {"text": spec.command},
+            "repos": [
+                {"url": self.settings.get("repository", ""), "startingRef": self._starting_ref}
+            ],
+            "branchName": branch,
+            "autoCreatePR": bool(self.settings.get("autoCreatePr", False)),
+        }
+        if self.settings.get("model"):
+            body["model"] = {"id": self.settings["model"]}
+        answer = self._json(self._call("POST", "/v1/agents", "agent creation", json=body))
+        agent, run = answer.get("agent") or {}, answer.get("run") or {}
+        agent_id, run_id = agent.get("id") or run.get("agentId"), run.get("id")
+        if not agent_id or not run_id:
+            raise TransientError("Cursor agent creation answered without agent and run ids")
+        return DispatchResult(
+            provider_run_id=str(run_id),
+            provider_url=str(agent.get("url") or ""),
+            provider_status_raw=str(run.get("status") or ""),
+            provider_state={"agentId": str(agent_id), "branchName": branch},
+        )
+
+    def recover_dispatch(self, spec: RunSpec) -> DispatchResult | None:
+        """The agent whose ``branchName`` is ours, and its latest run (we never
+        send follow-ups, so its only one); None when the first
+        ``RECOVERY_PAGES`` pages of agents hold none. Raises like any call:
+        a failed lookup must not lead to a second create."""
+        branch, page_cursor = self._branch(spec), None
+        for _ in range(RECOVERY_PAGES):
+            params: dict[str, Any] = {"limit": RECOVERY_PAGE_SIZE}
+            if page_cursor:
+                params["cursor"] = page_cursor
+            page = self._json(self._call("GET", "/v1/agents", "agent list", params=params))
+            for agent in page.get("items") or page.get("agents") or []:
+                if isinstance(agent, dict) and _branch_of(agent) == branch:
+                    if not agent.get("latestRunId"):
+                        raise TransientError("Cursor listed our agent without its run id")
+                    return DispatchResult(
+                        provider_run_id=str(agent["latestRunId"]),
+                        provider_url=str(agent.get("url") or ""),
+                        provider_state={"agentId": str(agent.get("id")), "branchName": branch},
+                    )
+            page_cursor = page.get("nextCursor")
+            if not page_cursor:
+                return None
+        return None
+
+    def poll_status(self, ref: RunRef) -> RunState:
+        """The run's status; an unknown value maps to None (never raises for it)."""
+        run = self._json(self._call("GET", self._run_path(ref), "run status"))
+        raw = str(run.get("status") or "")
+        return RunState(provider_status_raw=raw, status=self.map_status(raw))
+
+    def cancel(self, ref: RunRef) -> CancelResult:
+        """Ask Cursor to stop the run. 409 (already ended) → re-read the run:
+        confirmed when it is over, whatever way it ended."""
+        response = self._request("POST", f"{self._run_path(ref)}/cancel")
+        if response.status_code == 409:
+            state = self.poll_status(ref)
+            return CancelResult(
+                confirmed=state.status in TERMINAL, provider_status_raw=state.provider_status_raw
+            )
+        self._check(response, "run cancel")
+        raw = str(self._json(response).get("status") or "") if response.content else ""
+        return CancelResult(confirmed=raw == "CANCELLED", provider_status_raw=raw)
+
+    def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
+        """Stream events after ``cursor["lastEventId"]`` as provider log entries.
+
+        Reads until ``done``, a heartbeat (the server has sent all it has and
+        is idling), the server closing, a silence of the stream read timeout,
+        or ``STREAM_BUDGET_S``. Only complete events are taken, so the cursor
+        never passes an event we did not return. ``{"done": true}`` (the run's
+        stream ended) and ``{"expired": true}`` (``410 stream_expired``: the
+        output is gone for good) in the cursor stop further requests.
+        """
+        cursor = dict(cursor)
+        if cursor.get("done") or cursor.get("expired"):
+            return LogBatch(entries=(), cursor=cursor)
+        headers = {"Accept": "text/event-stream"}
+        if cursor.get("lastEventId"):
+            headers["Last-Event-ID"] = str(cursor["lastEventId"])
+        response = self._request(
+            "GET",
+            f"{self._run_path(ref)}/stream",
+            timeout=STREAM_TIMEOUT,
+            headers=headers,
+            stream=True,
+        )
+        entries: list[LogEntry] = []
+        try:
+            if response.status_code == 410:
+                return LogBatch(entries=(), cursor={**cursor, "expired": True})
+            self._check(response, "run stream")
+            for event in read_events(response, budget_s=STREAM_BUDGET_S):
+                if event.id is not None:
+                    cursor["lastEventId"] = event.id
+                if event.event == "done":
+                    cursor["done"] = True
+                if event.event in ("done", "heartbeat"):
+                    break
+                if event.event not in SILENT_EVENTS:
+                    entries.append(_log_entry(event))
+        finally:
+            response.close()
+        return LogBatch(entries=tuple(entries), cursor=cursor)
+
+    def check_health(self) -> HealthResult:
+        """``GET /v1/me`` with the key; never raises, never shows the key.
+
+        The repository is not checked here: Cursor's repository listing is
+        limited to a few calls an hour; a wrong one fails the dispatch with
+        Cursor's ``validation_error`` message instead.
+        """
+        if not self.secrets.get("apiKey"):
+            return HealthResult(ok=False, message="No Cursor API key is configured.")
+        try:
+            response = self._request("GET", "/v1/me")
+            if response.status_code in (401, 403):
+                return HealthResult(
+                    ok=False, message=f"API key rejected by Cursor (HTTP {response.status_code})."
+                )
+            self._check(response, "API key check")
+            me = self._json(response)
+        except ConnectorError as exc:
+            return HealthResult(ok=False, message=exc.message)
+        key_name = str(me.get("apiKeyName") or "unnamed")
+        return HealthResult(ok=True, message=f"API key “{key_name}” accepted by Cursor.")
+
+    # --- helpers -------------------------------------------------------------------
+
+    @property
+    def _starting_ref(self) -> str:
+        return str(self.settings.get("startingRef") or "main")
+
+    def _branch(self, spec: RunSpec) -> str:
+        return f"{self.settings.get('branchPrefix') or 'ccdash/'}{spec.dispatch_key}"
+
+    def _run_path(self, ref: RunRef) -> str:
+        agent_id = ref.provider_state.get("agentId")
+        if not agent_id:
+            raise RunNotFound(f"Run {ref.provider_run_id} has no Cursor agent id recorded")
+        return f"/v1/agents/{agent_id}/runs/{ref.provider_run_id}"
+
+    def _request(
+        self, method: str, path: str, *, timeout: tuple[float, float] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        key = self.secrets.get("apiKey")
+        return self.http.request(
+            method,
+            path,
+            secrets=self.secrets.secret_values(),
+            timeout=timeout or TIMEOUT,
+            auth=(key, "") if key else None,
+            **kwargs,
+        )
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
+        response = self._request(method, path, **kwargs)
+        self._check(response, what)
+        return response
+
+    def _check(self, response: requests.Response, what: str) -> None:
+        raise_for_status(response, secrets=self.secrets.secret_values(), what=f"Cursor {what}")
+
+    @staticmethod
+    def _json(response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise TransientError(
+                f"Cursor answered HTTP {response.status_code} without JSON",
+                status_code=response.status_code,
+            ) from None
+        return body if isinstance(body, dict) else {}
+
+
+def _branch_of(agent: Mapping[str, Any]) -> str:
+    # v1 lists branchName on the agent; v0 nested it under "target".
+    target = agent.get("target")
+    nested = target.get("branchName") if isinstance(target, dict) else None
+    return str(agent.get("branchName") or nested or "")
+
+
+def _log_entry(event: SseEvent) -> LogEntry:
+    try:
+        data = json.loads(event.data) if event.data else {}
+    except ValueError:
+        data = event.data
+    payload = {"event": event.event, "eventId": event.id}
+    if not isinstance(data, dict):
+        return LogEntry(stream="provider", text=str(data), payload=payload)
+    if event.event == "status":
+        text = f"Status: {data.get('status', '')}"
+    elif event.event == "tool_call":
+        args = json.dumps(data.get("args", {}), separators=(",", ":"), default=str)
+        text = f"Tool call: {data.get('name', '')} {args}"
+    elif event.event == "error":
+        text = f"Error {data.get('code', '')}: {data.get('message', '')}".strip()
+    else:  # assistant, result and any event type added later
+        text = str(data.get("text") or data.get("summary") or data.get("message") or event.data)
+    return LogEntry(stream="provider", text=text, payload=payload)
