@@ -4,6 +4,7 @@ adapter module and a conformance test module)."""
 
 from __future__ import annotations
 
+from connectors.adapters.cursor import CursorAdapter
 from connectors.adapters.devin import DevinAdapter
 from connectors.adapters.local import LocalAdapter
 from connectors.base import ProviderAdapter
@@ -13,6 +14,7 @@ LOCAL_PROVIDER_ID = "local"
 
 REGISTRY: dict[str, type[ProviderAdapter]] = {
     "local": LocalAdapter,
+    "cursor": CursorAdapter,
     "devin": DevinAdapter,
 }
 
