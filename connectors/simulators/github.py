@@ -13,6 +13,11 @@ Endpoints (``{wf}`` is a workflow file name or its numeric id):
 
 - ``GET /repos/{o}/{r}`` and ``GET /repos/{o}/{r}/actions/workflows/{wf}``:
   health checks; any owner/repo exists, workflows are configured.
+- ``GET /repos/{o}/{r}/contents/.github/workflows/{file}`` (the Contents
+  API, https://docs.github.com/rest/repos/contents): the workflow's YAML,
+  base64 in ``content``, on every ``ref``; its ``on:`` lists
+  ``workflow_dispatch`` only when the workflow has that trigger (the
+  workflow object itself does not list triggers). Other paths 404.
 - ``POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches``
   ``{"ref", "inputs", "return_run_details"}``: ``200 {"workflow_run_id",
   "run_url", "html_url"}`` when ``return_run_details`` is true or the request
@@ -57,6 +62,7 @@ Rate-limit fault: 429 with ``Retry-After`` by default; option
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
@@ -147,6 +153,23 @@ class WorkflowRun(SimRun):
 def render_run_name(template: str, inputs: dict[str, Any]) -> str:
     """Expand ``${{ inputs.NAME }}`` like GitHub's ``run-name`` (missing inputs are empty)."""
     return _INPUT_EXPRESSION.sub(lambda match: str(inputs.get(match.group(1), "")), template)
+
+
+def workflow_yaml(workflow: WorkflowConfig) -> str:
+    """The workflow file a simulated repository holds: the trigger decides ``on:``."""
+    if workflow.dispatch_trigger:
+        trigger = (
+            "  workflow_dispatch:\n    inputs:\n"
+            "      command: {required: true, type: string}\n"
+            "      ccdash_run_id: {required: true, type: string}\n"
+        )
+    else:
+        trigger = "  push:\n    branches: [main]\n"
+    return (
+        f"name: {workflow.name}\nrun-name: {workflow.run_name}\non:\n{trigger}"
+        "jobs:\n  agent:\n    runs-on: ubuntu-latest\n    steps:\n"
+        '      - run: "$COMMAND"\n        env:\n          COMMAND: ${{ inputs.command }}\n'
+    )
 
 
 def _parse_instant(value: str) -> tuple[float, bool]:
@@ -251,6 +274,9 @@ class GitHubActionsSimulator(SimulatorServer):
         run = repo + "/actions/runs/{run_id}"
         router.add("GET", repo, self._get_repo, "get_repo")
         router.add("GET", workflow, self._get_workflow, "get_workflow")
+        router.add(
+            "GET", repo + "/contents/.github/workflows/{file}", self._get_contents, "get_contents"
+        )
         router.add("POST", workflow + "/dispatches", self._dispatch, "dispatch")
         router.add("GET", workflow + "/runs", self._list_runs, "list_runs")
         router.add("GET", run, self._get_run, "get_run")
@@ -378,6 +404,30 @@ class GitHubActionsSimulator(SimulatorServer):
             "url": f"{self.url}/repos/{full_name}/actions/workflows/{workflow.id}",
             "html_url": f"{self.url}/{full_name}/actions/workflows/{workflow.file}",
         }
+
+    def _get_contents(self, request: SimRequest) -> Response:
+        """A workflow file through the Contents API (base64, wrapped like GitHub's)."""
+        workflow = self._workflows.get(request.params["file"])
+        if workflow is None:
+            raise SimError(404, "not_found", "Not Found")
+        full_name = f"{request.params['owner']}/{request.params['repo']}"
+        path = f".github/workflows/{workflow.file}"
+        data = workflow_yaml(workflow).encode()
+        encoded = base64.b64encode(data).decode()
+        return Response.json(
+            200,
+            {
+                "type": "file",
+                "encoding": "base64",
+                "size": len(data),
+                "name": workflow.file,
+                "path": path,
+                "sha": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+                "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)),
+                "url": f"{self.url}/repos/{full_name}/contents/{path}",
+                "html_url": f"{self.url}/{full_name}/blob/main/{path}",
+            },
+        )
 
     # -- dispatch ---------------------------------------------------------------------
 

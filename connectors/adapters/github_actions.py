@@ -1,0 +1,380 @@
+"""GitHub Actions: a CCDash run is one ``workflow_dispatch`` run of a configured
+workflow (providers.md § GitHub Actions; https://docs.github.com/rest/actions).
+
+The workflow must declare two inputs: the command (``commandInput``, default
+``command``) and ``ccdash_run_id`` (our ``dispatch_key``), and should echo the
+latter in its ``run-name`` (``run-name: CCDash ${{ inputs.ccdash_run_id }}``)
+so the run can be found by ``display_title`` when GitHub does not answer with
+the run's id (204) and when an interrupted dispatch is recovered. GitHub has
+no idempotency key: a re-sent dispatch creates a second run, so nothing here
+sends again after a dispatch may have been accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import requests
+
+from connectors.base import (
+    TERMINAL,
+    CancelResult,
+    Capabilities,
+    ConfigField,
+    DispatchResult,
+    HealthResult,
+    LogBatch,
+    LogEntry,
+    ProviderAdapter,
+    RunRef,
+    RunSpec,
+    RunState,
+)
+from connectors.errors import (
+    AuthError,
+    ConfigurationError,
+    ConnectorError,
+    TransientError,
+)
+from connectors.http import raise_for_status
+from connectors.redaction import Redactor
+
+TIMEOUT = (3.05, 10.0)
+CORRELATION_INPUT = "ccdash_run_id"
+MAX_INPUTS = 10  # GitHub rejects a dispatch with more input properties (422)
+# A 204 dispatch is listed after a moment: look a few times before giving up.
+LIST_ATTEMPTS = 5
+LIST_RETRY_DELAY_S = 0.5
+# ``created`` lower bounds: our clock may run ahead of GitHub's.
+DISPATCH_LOOKBACK_S = 120
+RECOVERY_LOOKBACK_S = 24 * 3600
+RECOVERY_PAGES = 3
+API = "https://api.github.com"
+INPUT = r"[A-Za-z_][A-Za-z0-9_-]*"
+WORKFLOW = r"\d+|[A-Za-z0-9._-]+\.ya?ml"  # a file name or the numeric id
+
+
+class GitHubActionsAdapter(ProviderAdapter):
+    provider_id = "github_actions"
+    label = "GitHub Actions"
+    CAPABILITIES = Capabilities(supports_cancel=True)
+    default_base_url = API
+    config_fields = (
+        ConfigField("baseUrl", "API base URL (GHES: https://HOST/api/v3)", "url", default=API),
+        ConfigField("owner", "Owner", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"),
+        ConfigField("repo", "Repository", required=True, pattern=r"[A-Za-z0-9._-]{1,100}"),
+        ConfigField("workflow", "Workflow file or id", required=True, pattern=WORKFLOW),
+        ConfigField("ref", "Branch or tag", default="main", pattern=r"[^\s~^:?*\[\\]+"),
+        ConfigField("commandInput", "Input for the command", default="command", pattern=INPUT),
+        ConfigField("extraInputs", "Extra inputs (name: value)", "object"),
+        ConfigField(
+            "apiVersion", "API version", default="2022-11-28", pattern=r"\d{4}-\d{2}-\d{2}"
+        ),
+    )
+    secret_fields = (ConfigField("token", "Token", required=True),)
+    # Native status, or "completed/<conclusion>". Decisions beyond providers.md:
+    # - waiting → waiting: a deployment environment waits for a reviewer, a
+    #   person must act (as Devin's "blocked"); it can follow in_progress, which
+    #   "queued" could not (running → queued is not a transition).
+    # - neutral → succeeded: the run finished without failing; GitHub treats
+    #   neutral as passing for required checks.
+    # - skipped → canceled: every job was skipped (``if:``), the command never
+    #   ran; "succeeded" would claim it did, nothing failed, and canceled runs
+    #   can be retried.
+    state_table = {
+        "requested": "queued",
+        "queued": "queued",
+        "pending": "queued",
+        "waiting": "waiting",
+        "in_progress": "running",
+        "completed/success": "succeeded",
+        "completed/neutral": "succeeded",
+        "completed/failure": "failed",
+        "completed/timed_out": "failed",
+        "completed/startup_failure": "failed",
+        "completed/action_required": "failed",
+        "completed/stale": "failed",
+        "completed/cancelled": "canceled",
+        "completed/skipped": "canceled",
+    }
+
+    @classmethod
+    def clean_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Extra inputs: valid names and scalar values, not our two inputs, and
+        at most ``MAX_INPUTS`` inputs in all."""
+        command_input, extra = settings["commandInput"], settings.get("extraInputs") or {}
+        errors: dict[str, list[str]] = {}
+        if command_input == CORRELATION_INPUT:
+            errors["commandInput"] = [f"{CORRELATION_INPUT} is reserved for the CCDash run id."]
+        problems = []
+        if len(extra) + 2 > MAX_INPUTS:
+            problems.append(f"GitHub accepts {MAX_INPUTS} inputs; CCDash uses two of them.")
+        for name, value in extra.items():
+            if not re.fullmatch(INPUT, name):
+                problems.append(f"{name!r} is not an input name.")
+            elif name in (command_input, CORRELATION_INPUT):
+                problems.append(f"{name!r} is set by CCDash.")
+            if not isinstance(value, str | int | float | bool):
+                problems.append(f"{name!r} must be a string, number or boolean.")
+        if problems:
+            errors["extraInputs"] = problems
+        if errors:
+            raise ConfigurationError("Invalid GitHub Actions settings.", errors)
+        return settings
+
+    # --- the contract ----------------------------------------------------------
+
+    def dispatch(self, spec: RunSpec) -> DispatchResult:
+        """POST .../dispatches asking for the run's details (200). A 204 (older
+        servers, or one that refused ``return_run_details`` with 400/422 and was
+        asked again without it) is resolved by listing runs; a run not listed
+        after ``LIST_ATTEMPTS`` raises ``TransientError`` and is recovered later.
+        404 or 422 (no ``workflow_dispatch`` trigger, unknown ref or input)
+        raise ``ConfigurationError``."""
+        started = time.time()
+        body: dict[str, Any] = {
+            "ref": self._ref,
+            "inputs": {
+                **(self.settings.get("extraInputs") or {}),
+                self.settings.get("commandInput", "command"): spec.command,
+                CORRELATION_INPUT: spec.dispatch_key,
+            },
+            "return_run_details": True,
+        }
+        path = f"{self._workflow_path()}/dispatches"
+        response = self._send("POST", path, json=body)
+        if response.status_code in (400, 422) and "return_run_details" in response.text:
+            del body["return_run_details"]
+            response = self._send("POST", path, json=body)
+        if response.status_code >= 300:
+            self._raise_dispatch_error(response)
+        details = self._body(response, "dispatch") if response.status_code == 200 else {}
+        if details.get("workflow_run_id"):
+            return DispatchResult(str(details["workflow_run_id"]), str(details.get("html_url", "")))
+        for attempt in range(LIST_ATTEMPTS):
+            if attempt:
+                time.sleep(LIST_RETRY_DELAY_S)
+            found = self._find_run(spec.dispatch_key, started - DISPATCH_LOOKBACK_S, pages=1)
+            if found is not None:
+                return found
+        raise TransientError("GitHub accepted the dispatch but does not list the run yet")
+
+    def recover_dispatch(self, spec: RunSpec) -> DispatchResult | None:
+        """The run whose ``display_title`` carries ``spec.dispatch_key`` (last 24 h)."""
+        since = time.time() - RECOVERY_LOOKBACK_S
+        return self._find_run(spec.dispatch_key, since, pages=RECOVERY_PAGES)
+
+    def poll_status(self, ref: RunRef) -> RunState:
+        """GET .../runs/{id}. A re-run keeps the id and bumps ``run_attempt``;
+        status and jobs (``filter=latest``) follow the latest attempt, so the
+        attempt number itself is not kept."""
+        run = self._get_json(self._run_path(ref), "run status")
+        raw = _native_status(run)
+        return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
+
+    def cancel(self, ref: RunRef) -> CancelResult:
+        """POST .../cancel: 202 (the run shows completed/cancelled later); 409
+        when it already completed: re-read it and say whether it is over."""
+        response = self._send("POST", f"{self._run_path(ref)}/cancel")
+        if response.status_code == 409:
+            state = self.poll_status(ref)
+            return CancelResult(state.status in TERMINAL, state.provider_status_raw)
+        self._raise_for(response, "cancel")
+        return CancelResult(confirmed=False)
+
+    def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
+        """New lines of each job of the latest attempt. Job logs are not
+        incremental: the whole text is read and ``cursor["jobs"][job_id]``
+        lines are skipped. A trailing partial line waits until the job
+        completes; a log not available yet (404) yields nothing."""
+        listing = self._get_json(
+            f"{self._run_path(ref)}/jobs", "job list", params={"filter": "latest", "per_page": 100}
+        )
+        stored = {str(k): int(v) for k, v in (cursor.get("jobs") or {}).items()}
+        entries: list[LogEntry] = []
+        for job in listing.get("jobs") or []:
+            job_id = str(job.get("id"))
+            text = self._job_log(job_id)
+            if text is None:
+                continue
+            lines = _lines(text, complete_only=job.get("status") != "completed")
+            done = stored.get(job_id, 0)
+            payload = {"job": str(job.get("name") or job_id)}
+            entries += [LogEntry("stdout", line, payload) for line in lines[done:]]
+            stored[job_id] = max(done, len(lines))
+        return LogBatch(tuple(entries), {"jobs": stored})
+
+    def check_health(self) -> HealthResult:
+        """GET the repository, the workflow (exists, active) and its file
+        through the Contents API: the workflow object does not list triggers,
+        the YAML does. A token that cannot read contents (403) leaves the
+        trigger unverified (dispatch still reports it, as ConfigurationError)."""
+        try:
+            response = self._send("GET", self._repo_path())
+            if response.status_code == 404:
+                return HealthResult(
+                    False, f"Repository {self._full_name} not found (or not visible)."
+                )
+            self._raise_for(response, "repository check")
+            response = self._send("GET", self._workflow_path())
+            if response.status_code == 404:
+                return HealthResult(False, f"Workflow {self._wf} not found in {self._full_name}.")
+            self._raise_for(response, "workflow check")
+            found = self._body(response, "workflow check")
+            if found.get("state", "active") != "active":
+                return HealthResult(False, f"Workflow {self._wf} is {found['state']} on GitHub.")
+            return self._check_trigger(str(found.get("path") or ""))
+        except AuthError as exc:
+            return HealthResult(
+                False, f"GitHub refused the token (revoked or lacking access): {exc}"
+            )
+        except ConnectorError as exc:
+            return HealthResult(False, exc.message)
+
+    # --- helpers ---------------------------------------------------------------
+
+    @property
+    def _wf(self) -> str:
+        return str(self.settings.get("workflow", ""))
+
+    @property
+    def _ref(self) -> str:
+        return str(self.settings.get("ref") or "main")
+
+    @property
+    def _full_name(self) -> str:
+        return f"{self.settings.get('owner')}/{self.settings.get('repo')}"
+
+    def _repo_path(self) -> str:
+        return f"/repos/{self._full_name}"
+
+    def _workflow_path(self) -> str:
+        return f"{self._repo_path()}/actions/workflows/{quote(self._wf, safe='')}"
+
+    def _run_path(self, ref: RunRef) -> str:
+        return f"{self._repo_path()}/actions/runs/{quote(ref.provider_run_id, safe='')}"
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {
+            "Authorization": f"Bearer {self.secrets.get('token', '')}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": str(self.settings.get("apiVersion") or "2022-11-28"),
+        }
+        secrets = self.secrets.secret_values()
+        return self.http.request(
+            method, path, secrets=secrets, timeout=TIMEOUT, headers=headers, **kwargs
+        )
+
+    def _raise_for(self, response: requests.Response, what: str) -> None:
+        raise_for_status(response, secrets=self.secrets.secret_values(), what=what)
+
+    def _body(self, response: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise TransientError(
+                f"{what}: GitHub answered HTTP {response.status_code} without JSON"
+            )
+        return body
+
+    def _get_json(self, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._send("GET", path, **kwargs)
+        self._raise_for(response, what)
+        return self._body(response, what)
+
+    def _raise_dispatch_error(self, response: requests.Response) -> None:
+        detail = Redactor(self.secrets.secret_values()).scrub(_message(response))
+        if response.status_code == 404:
+            message = f"Workflow {self._wf} not found in {self._full_name}."
+            raise ConfigurationError(message, {"workflow": [message]})
+        if response.status_code == 422 and "workflow_dispatch" in detail:
+            message = f"Workflow {self._wf} has no workflow_dispatch trigger ({detail})."
+            raise ConfigurationError(message, {"workflow": [message]})
+        if response.status_code == 422:
+            message = f"GitHub refused the dispatch: {detail}"
+            raise ConfigurationError(message, {"nonField": [message]})
+        self._raise_for(response, "dispatch")
+
+    def _find_run(self, key: str, since: float, *, pages: int) -> DispatchResult | None:
+        """The newest workflow_dispatch run on our ref whose title holds ``key``."""
+        match = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
+        branch = re.sub(r"^refs/(heads|tags)/", "", str(self._ref))
+        created = datetime.fromtimestamp(since, UTC).strftime(">=%Y-%m-%dT%H:%M:%SZ")
+        params = {"event": "workflow_dispatch", "branch": branch, "created": created}
+        for page in range(1, pages + 1):
+            query = {**params, "per_page": 100, "page": page}
+            response = self._send("GET", f"{self._workflow_path()}/runs", params=query)
+            if response.status_code == 404:
+                self._raise_dispatch_error(response)
+            self._raise_for(response, "run lookup")
+            runs = self._body(response, "run lookup").get("workflow_runs") or []
+            for run in runs:
+                if run.get("id") and match.search(str(run.get("display_title") or "")):
+                    url, raw = str(run.get("html_url") or ""), _native_status(run)
+                    return DispatchResult(str(run["id"]), url, raw)
+            if len(runs) < 100:
+                return None
+        return None
+
+    def _job_log(self, job_id: str) -> str | None:
+        """A job's whole log, or None while GitHub has none to give. The 302
+        target is a signed URL on a storage host: it is fetched without our
+        Authorization header (the token never leaves for another host)."""
+        path = f"{self._repo_path()}/actions/jobs/{quote(job_id, safe='')}/logs"
+        response = self._send("GET", path, allow_redirects=False)
+        if response.status_code in (404, 410):
+            return None
+        if response.is_redirect and response.headers.get("Location"):
+            location = urljoin(response.url, response.headers["Location"])
+            response = self.http.request("GET", location, timeout=TIMEOUT)
+            if response.status_code in (403, 404, 410):  # expired, or not written yet
+                return None
+        self._raise_for(response, "job log")
+        return response.content.decode("utf-8", errors="replace").removeprefix("\ufeff")
+
+    def _check_trigger(self, path: str) -> HealthResult:
+        found = f"{self._full_name} reachable, workflow {self._wf} found"
+        contents = f"{self._repo_path()}/contents/{quote(path)}"
+        response = self._send("GET", contents, params={"ref": self._ref})
+        if response.status_code == 404:
+            return HealthResult(False, f"Workflow file {path} not found on ref {self._ref}.")
+        try:
+            self._raise_for(response, "workflow file")
+            content = self._body(response, "workflow file")
+            # Files over 1 MB come without content ("encoding": "none").
+            text = base64.b64decode(str(content["content"])).decode("utf-8", errors="replace")
+        except (AuthError, KeyError, ValueError):  # 403: the token cannot read contents
+            return HealthResult(True, f"{found}; its triggers could not be read.")
+        # Absence of the word is conclusive; its presence (even in a comment) is trusted.
+        if "workflow_dispatch" not in text:
+            return HealthResult(False, f"Workflow {self._wf} has no workflow_dispatch trigger.")
+        return HealthResult(True, f"{found}, accepting workflow_dispatch.")
+
+
+def _native_status(run: Mapping[str, Any]) -> str:
+    status = str(run.get("status") or "")
+    return f"completed/{run.get('conclusion') or ''}" if status == "completed" else status
+
+
+def _lines(text: str, *, complete_only: bool) -> list[str]:
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the text ends with a newline
+    if tail and not complete_only:
+        lines.append(tail)
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    return str(body.get("message", ""))[:300] if isinstance(body, dict) else ""
