@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from connectors.adapters.cursor import CursorAdapter
 from connectors.adapters.devin import DevinAdapter
+from connectors.adapters.github_actions import GitHubActionsAdapter
 from connectors.adapters.local import LocalAdapter
 from connectors.base import ProviderAdapter
 from connectors.errors import UnknownProvider
@@ -14,6 +15,7 @@ LOCAL_PROVIDER_ID = "local"
 
 REGISTRY: dict[str, type[ProviderAdapter]] = {
     "local": LocalAdapter,
+    "github_actions": GitHubActionsAdapter,
     "cursor": CursorAdapter,
     "devin": DevinAdapter,
 }
