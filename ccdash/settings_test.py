@@ -26,7 +26,8 @@ if not os.environ.get("DATABASE_URL"):
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # One file per pytest process: concurrent runs never share a database.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 

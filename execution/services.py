@@ -26,7 +26,12 @@ from execution import policy_gate
 from execution.dispatch import enqueue_dispatch
 from execution.events import NewEvent, append_events, audit
 from execution.models import Run, Stream
-from execution.states import CANCELABLE_STATUSES, RETRYABLE_STATUSES, RunStatus
+from execution.states import (
+    CANCELABLE_STATUSES,
+    RETRYABLE_STATUSES,
+    RunStatus,
+    outcome_of_cancel,
+)
 from execution.transitions import transition
 
 logger = logging.getLogger(__name__)
@@ -244,13 +249,10 @@ def cancel_external_run(run_id: int) -> str:
         )
         return "failed"
     if result.confirmed:
-        transition(
-            run,
-            RunStatus.CANCELED,
-            reason="canceled_by_provider",
-            provider_status_raw=result.provider_status_raw or run.provider_status_raw,
-        )
-        return "canceled"
+        raw = result.provider_status_raw or run.provider_status_raw
+        target = outcome_of_cancel(adapter.map_status(raw) if raw else None)
+        transition(run, target, reason="cancel_confirmed", provider_status_raw=raw)
+        return target
     # The reconciler confirms it; poll soon.
     Run.objects.filter(pk=run.pk).update(next_reconcile_at=timezone.now())
     return "requested"

@@ -59,3 +59,12 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 def can_transition(old: str, new: str) -> bool:
     return new in TRANSITIONS.get(old, frozenset())
+
+
+def outcome_of_cancel(reported: str | None) -> str:
+    """Final status of a ``canceling`` run whose provider reports it ended.
+
+    A run that succeeded before the cancel took effect stays succeeded; any
+    other end is the cancel, including failure states some providers give a
+    terminated run (Devin shows ``expired`` after DELETE)."""
+    return RunStatus.SUCCEEDED if reported == RunStatus.SUCCEEDED else RunStatus.CANCELED

@@ -207,7 +207,8 @@ class FakeAdapter(ProviderAdapter):
         self._require_key()
         self._fail_if_scheduled("cancel")
         run = self._run(ref)
-        run.status = "stopped"
+        if run.status not in ("done", "error", "stopped"):  # an ended run stays as it ended
+            run.status = "stopped"
         return CancelResult(confirmed=True, provider_status_raw=run.status)
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
