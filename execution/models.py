@@ -137,3 +137,30 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.sequence_no} {self.event_type}"
+
+
+class ReconcileCounter(models.Model):
+    """Reconciler metrics shared by every process (issue 5).
+
+    Reconcilers run in other processes and machines than the web server, so
+    their counters live here: each sweep adds its totals with one ``F()``
+    update per key, and ``/metrics`` reads them at scrape time. ``kind`` is the
+    label that varies (outcome, error kind, histogram bucket); gauges written
+    by a sweep (last duration, last end time) are stored as plain values.
+    """
+
+    metric = models.CharField(max_length=64)
+    provider_id = models.CharField(max_length=64, blank=True, default="")
+    kind = models.CharField(max_length=64, blank=True, default="")
+    value = models.FloatField(default=0.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["metric", "provider_id", "kind"], name="unique_reconcile_counter"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric}{{{self.provider_id},{self.kind}}}={self.value}"
