@@ -178,10 +178,11 @@ def _poll(target: _Target) -> _Result:
     result.state = state
     cursor = dict(ref.provider_state.get("logCursor") or {})
     if state.logs is not None:
+        # The poll brought the output (Devin): that was this poll's log fetch.
         result.entries.extend(state.logs.entries)
-        cursor = dict(state.logs.cursor)
-        result.log_cursor = cursor
-    if target.fetch_logs and _logs_wanted(target, state):
+        result.log_cursor = dict(state.logs.cursor)
+        result.logs_fetched_at = time.time()
+    elif target.fetch_logs and _logs_wanted(target, state):
         try:
             batch = target.adapter.fetch_logs(ref, cursor)
         except Exception as exc:  # the status update must not depend on the logs
