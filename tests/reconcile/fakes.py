@@ -71,6 +71,8 @@ class ScriptedBackend:
         self.on_poll: Callable[[str], None] | None = None
         self.message = ""
         self.exit_code: int | None = None
+        # Like Devin: every poll carries the output since the stored cursor.
+        self.logs_with_poll = False
 
     def add(self, provider_run_id: str, *statuses: str, logs: list[str] | None = None) -> None:
         self.runs[provider_run_id] = ScriptedRun(list(statuses), list(logs or []))
@@ -116,12 +118,22 @@ class ScriptedAdapter(ProviderAdapter):
             raise RunNotFound(f"run {ref.provider_run_id} not found", status_code=404)
         with backend.lock:
             raw = run.advance()
+        logs = None
+        if backend.logs_with_poll:
+            offset = int((ref.provider_state.get("logCursor") or {}).get("offset", 0))
+            lines = run.logs[offset:]
+            if lines:
+                logs = LogBatch(
+                    entries=tuple(LogEntry("provider", line) for line in lines),
+                    cursor={"offset": offset + len(lines)},
+                )
         return RunState(
             provider_status_raw=raw,
             status=self.map_status(raw),
             provider_url=f"{self.base_url}/runs/{ref.provider_run_id}",
             message=backend.message,
             exit_code=backend.exit_code,
+            logs=logs,
         )
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:

@@ -113,3 +113,24 @@ def test_a_provider_without_log_support_is_never_asked(other, make_run, monkeypa
 
     assert other.fetches() == []
     assert Run.objects.get(pk=run.pk).status == "succeeded"
+
+
+def test_output_that_comes_with_the_poll_is_stored_once_without_a_log_fetch(
+    fake, make_run, settings
+):
+    settings.EXECUTION = {**settings.EXECUTION, "RECONCILE_LOG_INTERVAL_S": 0.0}
+    fake.logs_with_poll = True
+    fake.add("p-1", "working", logs=["hello"])
+    run = make_run("p-1")
+
+    reconcile_sweep()
+    fake.runs["p-1"].logs.append("world")
+    make_due(run)
+    reconcile_sweep()
+    make_due(run)
+    reconcile_sweep()
+
+    assert output_lines(run) == ["hello", "world"]
+    # Only the third poll, which brought nothing, fell back to fetch_logs.
+    assert len(fake.fetches()) == 1
+    assert fake.fetches()[0].at > fake.polls()[2].at
