@@ -78,6 +78,7 @@ from execution.states import (
     TRANSITIONS,
     RunStatus,
     SyncStatus,
+    outcome_of_cancel,
 )
 from execution.transitions import InvalidTransition, transition
 
@@ -849,6 +850,8 @@ class _Sweep:
         self, work: _Target, state: RunState, raw: str, redactor: Redactor, plan: _Plan
     ) -> None:
         run, target = work.run, state.status
+        if run.status == RunStatus.CANCELING and target in TERMINAL_STATUSES:
+            target = outcome_of_cancel(target)
         if target == run.status:
             return
         if target in TRANSITIONS.get(run.status, frozenset()):

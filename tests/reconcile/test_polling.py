@@ -225,3 +225,23 @@ def test_a_due_run_is_claimed_even_when_its_due_time_is_long_past(fake, make_run
     assert report.lag_s >= 3600
     run.refresh_from_db()
     assert run.next_reconcile_at > timezone.now() + timedelta(seconds=4)
+
+
+def test_a_canceling_run_whose_provider_reports_a_failure_ends_canceled(fake, make_run):
+    fake.add("p-1", "error")  # e.g. Devin shows 'expired' for a session we deleted
+    run = make_run("p-1", status="canceling", provider_status_raw="working")
+
+    reconcile_sweep()
+
+    run.refresh_from_db()
+    assert run.status == "canceled"
+
+
+def test_a_canceling_run_that_succeeded_first_stays_succeeded(fake, make_run):
+    fake.add("p-1", "done")
+    run = make_run("p-1", status="canceling", provider_status_raw="working")
+
+    reconcile_sweep()
+
+    run.refresh_from_db()
+    assert run.status == "succeeded"
