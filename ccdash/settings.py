@@ -191,7 +191,11 @@ EXECUTION = {
     "RECONCILE_LEASE_S": 60.0,
     "RECONCILE_CONCURRENCY": int(os.environ.get("RECONCILE_CONCURRENCY", "32")),
     "PROVIDER_CONCURRENCY": int(os.environ.get("RECONCILE_PROVIDER_CONCURRENCY", "16")),
-    "PROVIDER_TIMEOUT_S": float(os.environ.get("PROVIDER_TIMEOUT_S", "10")),
+    # Output is fetched on each status change, at the end, and at most this often.
+    "RECONCILE_LOG_INTERVAL_S": float(os.environ.get("RECONCILE_LOG_INTERVAL_S", "10")),
+    # A provider call in flight this long stops counting against the global
+    # concurrency (only against its provider's cap): a hang starves nobody else.
+    "RECONCILE_STUCK_AFTER_S": 1.0,
     "CIRCUIT_FAILURE_THRESHOLD": 5,
     "CIRCUIT_RESET_S": 30.0,
 }
