@@ -209,5 +209,6 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    # django-q2 logs every task at INFO under "django-q".
+    "loggers": {"django-q": {"level": "WARNING"}},
 }

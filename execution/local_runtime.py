@@ -42,7 +42,12 @@ def execute_run(run_id: int) -> str:
         return RunStatus.BLOCKED
     worker_id = worker_identity()
     if not transition(
-        run, RunStatus.RUNNING, reason="started", worker_id=worker_id, heartbeat_at=timezone.now()
+        run,
+        RunStatus.RUNNING,
+        reason="started",
+        provider_status_raw=RunStatus.RUNNING,
+        worker_id=worker_id,
+        heartbeat_at=timezone.now(),
     ):
         return "skipped"  # canceled, or another worker took it
     conf = settings.EXECUTION
@@ -101,5 +106,5 @@ def _finish(run: Run, result: ProcessResult) -> str:
         target, reason, message = RunStatus.FAILED, "nonzero_exit", f"exit code {result.exit_code}"
     if result.error:
         append_events(run.pk, [NewEvent(Stream.STDERR, "spawn_error", text=result.error)])
-    transition(run, target, reason=reason, message=message, **fields)
+    transition(run, target, reason=reason, message=message, provider_status_raw=target, **fields)
     return target

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -71,6 +72,7 @@ class Command(BaseCommand):
 
     def _loop(self, reconciler: Reconciler, stop: threading.Event, options: dict) -> None:
         self.stdout.write(f"reconciler {reconciler.worker_id} started")
+        last_line = time.monotonic()
         while not stop.is_set():
             if not connection.in_atomic_block:  # (tests run the loop inside one)
                 # As Django does between requests: drop broken or expired connections.
@@ -82,7 +84,11 @@ class Command(BaseCommand):
                 wait_for_stuck=False,
                 max_batches=BACKLOG_BATCHES,
             )
-            self._line(report)
+            # Idle sweeps (every second) would bury everything else in the
+            # terminal: print them once a minute, as a sign of life.
+            if not _idle(report) or time.monotonic() - last_line >= IDLE_LINE_EVERY_S:
+                self._line(report)
+                last_line = time.monotonic()
             if report.claimed < reconciler.batch_size * BACKLOG_BATCHES:
                 stop.wait(options["interval"])
 
@@ -109,3 +115,10 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, request_stop)
         return previous
+
+
+IDLE_LINE_EVERY_S = 60.0
+
+
+def _idle(report: SweepReport) -> bool:
+    return not (report.claimed or report.dispatched or report.worker_lost or report.error_count)
