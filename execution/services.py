@@ -128,21 +128,15 @@ def create_run(
                     actor=actor,
                 )
             ]
-            if status == RunStatus.BLOCKED:
+            gate_event = {
+                RunStatus.BLOCKED: "policy_denied",
+                RunStatus.AWAITING_APPROVAL: "approval_requested",
+            }.get(status)
+            if gate_event:
                 events.append(
                     NewEvent(
                         Stream.SYSTEM,
-                        "policy_denied",
-                        "; ".join(decision.messages),
-                        {"reasonCodes": list(decision.reason_codes)},
-                        actor="policy",
-                    )
-                )
-            elif status == RunStatus.AWAITING_APPROVAL:
-                events.append(
-                    NewEvent(
-                        Stream.SYSTEM,
-                        "approval_requested",
+                        gate_event,
                         "; ".join(decision.messages),
                         {"reasonCodes": list(decision.reason_codes)},
                         actor="policy",
