@@ -70,8 +70,8 @@ function showCapabilities() {
   const box = $("capabilities");
   box.replaceChildren();
   if (!provider) return;
-  const names = { supportsStreaming: "streaming", supportsCancel: "cancel",
-                  supportsArtifacts: "artifacts", supportsResume: "resume" };
+  const names = { supportsStreaming: "streams output", supportsCancel: "can cancel",
+                  supportsArtifacts: "artifacts", supportsResume: "can resume" };
   for (const [key, label] of Object.entries(names)) {
     if (provider.capabilities[key]) box.append(badge(label, "cap"));
   }
@@ -117,6 +117,7 @@ async function refreshRun() {
     ["Native status", run.providerStatusRaw], ["Policy", `${run.policyVerdict} (${run.riskLevel}) ${run.reasonCodes.join(", ")}`],
     ["Reason", run.statusReason], ["Exit code", run.exitCode], ["Last sync", run.lastReconciledAt],
     ["Sync error", run.lastSyncError], ["Retry of", run.retryOfRunId]];
+  showActions(run);
   const list = $("detail-fields");
   list.replaceChildren();
   for (const [label, value] of fields) {
@@ -137,6 +138,21 @@ async function refreshRun() {
   }
   state.nextSequence = page.nextSequence;
   if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+// Which actions the run's state allows (the API answers 409 to the others).
+const ACTIONS = {
+  approve: ["awaiting_approval"],
+  reject: ["awaiting_approval"],
+  cancel: ["awaiting_approval", "queued", "running", "waiting"],
+  retry: ["failed", "canceled"],
+  reconcile: ["queued", "running", "waiting", "canceling"],
+};
+
+function showActions(run) {
+  document.querySelectorAll("[data-action]").forEach((button) => {
+    button.hidden = !ACTIONS[button.dataset.action].includes(run.status);
+  });
 }
 
 async function act(action) {
