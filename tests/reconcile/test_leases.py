@@ -125,7 +125,7 @@ def test_a_stop_request_finishes_the_poll_in_flight_and_releases_the_rest(fake, 
 
 @pytest.mark.django_db
 def test_a_sweep_that_fails_midway_gives_its_claims_back(fake, make_run, monkeypatch):
-    from execution import reconciler
+    from execution import reconcile_apply
 
     fake.add("p-1", "working")
     run = make_run("p-1")
@@ -133,7 +133,7 @@ def test_a_sweep_that_fails_midway_gives_its_claims_back(fake, make_run, monkeyp
     def broken_write(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(reconciler, "write_leased", broken_write)
+    monkeypatch.setattr(reconcile_apply, "write_leased", broken_write)
 
     with pytest.raises(RuntimeError):
         reconcile_sweep()

@@ -1,0 +1,307 @@
+"""Turning a sweep's poll results into writes (the sweep's thread only).
+
+``ResultWriter.write`` plans each result (``_plan``: the fields of one
+compare-and-swap UPDATE that also clears the lease, the events to append, the
+transition if the provider reports a new status) and stores the plans:
+unchanged runs in a few batched UPDATEs (``reconcile_claims.write_leased``),
+the others one by one through ``transition()``. Here live the rules for what
+an answer means: in sync, unknown status, an error (``error`` sync status,
+retried every ``RECONCILE_ERROR_INTERVAL_S``), a transient failure (backoff,
+``stale`` after ``STALE_AFTER_S``), a canceling run's report, a status the
+transition table does not allow, and log lines (redacted, stored before the
+status change they explain). It also counts outcomes for the sweep's report
+and metrics, and marks a provider config failing when its credential is
+rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from connectors.base import RunState
+from connectors.configs import project_redactor
+from connectors.errors import AuthError, TransientError
+from connectors.models import HealthStatus, ProviderConfig
+from connectors.redaction import Redactor
+from execution import metrics
+from execution.backoff import reconcile_backoff
+from execution.events import NewEvent, append_events
+from execution.models import Run, Stream
+from execution.reconcile_claims import LeasedWrite, release, write_leased
+from execution.reconcile_lanes import PollResult, Target, error_message
+from execution.states import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+    RunStatus,
+    SyncStatus,
+    outcome_of_cancel,
+)
+from execution.transitions import InvalidTransition, transition
+
+if TYPE_CHECKING:
+    from execution.reconcile_sweep import SweepReport
+
+# The reconciler's one logger, whichever of its modules logs.
+logger = logging.getLogger("execution.reconciler")
+
+MAX_ERROR_CHARS = 2000
+_LEASE_CLEARED = {"lease_owner": "", "lease_expires_at": None}
+
+
+class ResultWriter:
+    """Writes one sweep's results as the lease holder ``worker_id``, counting
+    into the sweep's ``report`` and metric ``counts``."""
+
+    def __init__(
+        self, worker_id: str, report: SweepReport, counts: Counter[metrics.CounterKey]
+    ) -> None:
+        conf = settings.EXECUTION
+        self.worker_id = worker_id
+        self.report = report
+        self.counts = counts
+        self.interval_s = float(conf["RECONCILE_INTERVAL_S"])
+        self.error_interval_s = float(conf["RECONCILE_ERROR_INTERVAL_S"])
+        self.stale_after_s = float(conf["STALE_AFTER_S"])
+        self.redactors: dict[int, Redactor] = {}
+        self.failing_configs: dict[tuple[int, str], str] = {}
+
+    def write(self, results: list[PollResult]) -> None:
+        """Store ``results``: unchanged runs in batched compare-and-swap UPDATEs,
+        runs with a new status or events one by one through ``transition()``.
+        A write whose run has changed status or lease meanwhile is lost (counted
+        in ``report.lost_writes``; a lease still held is released)."""
+        now = timezone.now()
+        bulk: list[LeasedWrite] = []
+        one_by_one: list[_Plan] = []
+        for result in results:
+            plan = self._plan(result, now)
+            if plan.new_status or plan.events:
+                one_by_one.append(plan)
+            else:
+                bulk.append(LeasedWrite(plan.run.pk, plan.run.status, plan.fields))
+        if bulk:
+            with transaction.atomic():
+                written = write_leased(self.worker_id, bulk)
+            self.report.lost_writes += len(bulk) - written
+        for plan in one_by_one:
+            self._write_one(plan)
+
+    def _write_one(self, plan: _Plan) -> None:
+        run = plan.run
+        with transaction.atomic():
+            stored = Run.objects.filter(
+                pk=run.pk, status=run.status, lease_owner=self.worker_id
+            ).update(**plan.fields)
+            if not stored:
+                release(self.worker_id, [run.pk])
+                self.report.lost_writes += 1
+                return
+            if plan.events:
+                append_events(run.pk, plan.events)
+            if plan.new_status:
+                try:
+                    moved = transition(
+                        run,
+                        plan.new_status,
+                        reason="provider_status",
+                        message=plan.message,
+                        **plan.transition_fields,
+                    )
+                except InvalidTransition:  # _plan checked the table; keep it safe anyway
+                    moved = False
+                if moved:
+                    self.report.changed += 1
+                    self.counts[(metrics.TRANSITIONS, run.provider_id, plan.new_status)] += 1
+
+    def _plan(self, result: PollResult, now: datetime) -> _Plan:
+        run = result.target.run
+        provider_id = run.provider_id
+        plan = _Plan(run, fields=dict(_LEASE_CLEARED))
+        if result.skipped:
+            plan.fields.update(self._transient(run, now, result.skipped, result.retry_after))
+            self._count(provider_id, "skipped", result.skip_kind, plan)
+            return plan
+        self.report.polled += 1
+        if result.error is not None:
+            return self._plan_error(result, now, plan)
+        state = result.state
+        assert state is not None
+        redactor = self._redactor(run.project_id)
+        raw = state.provider_status_raw[:200]
+        if state.status is None:
+            plan.fields.update(
+                provider_status_raw=raw,
+                sync_status=SyncStatus.ERROR,
+                last_sync_error=redactor.scrub(f"unknown provider status {raw!r}"),
+                sync_failing_since=run.sync_failing_since or now,
+                next_reconcile_at=now + timedelta(seconds=self.error_interval_s),
+            )
+            self._count(provider_id, "unknown_status", "unknown_status", plan)
+        else:
+            plan.fields.update(
+                provider_status_raw=raw,
+                sync_status=SyncStatus.IN_SYNC,
+                last_sync_error="",
+                sync_failing_since=None,
+                reconcile_attempts=0,
+                last_reconciled_at=now,
+                next_reconcile_at=now + timedelta(seconds=self.interval_s),
+            )
+            self.counts[(metrics.POLLS, provider_id, SyncStatus.IN_SYNC)] += 1
+            if state.provider_url and state.provider_url != run.provider_url:
+                plan.fields["provider_url"] = state.provider_url[:1000]
+            if state.exit_code is not None and state.exit_code != run.exit_code:
+                plan.transition_fields["exit_code"] = state.exit_code
+            self._plan_status(result.target, state, raw, redactor, plan)
+            if plan.transition_fields and not plan.new_status:
+                plan.fields.update(plan.transition_fields)
+        self._plan_logs(result, redactor, plan)
+        return plan
+
+    def _plan_status(
+        self, work: Target, state: RunState, raw: str, redactor: Redactor, plan: _Plan
+    ) -> None:
+        run, target = work.run, state.status
+        if run.status == RunStatus.CANCELING and target in TERMINAL_STATUSES:
+            target = outcome_of_cancel(target)
+        if target == run.status:
+            return
+        if target in TRANSITIONS.get(run.status, frozenset()):
+            plan.new_status = target
+            label = work.adapter.label
+            plan.message = redactor.scrub(
+                f"{label} reports {raw!r}" + (f": {state.message}" if state.message else "")
+            )
+            if target in TERMINAL_STATUSES:
+                plan.fields["next_reconcile_at"] = None
+            return
+        if run.status == RunStatus.CANCELING and target in ACTIVE_STATUSES:
+            return  # the provider has not honoured the cancel yet: keep waiting
+        if raw == run.provider_status_raw:
+            return  # already reported when the provider first said so
+        logger.warning(
+            "run %s: provider %s reports %r (%s), not allowed from %s; status kept",
+            run.pk,
+            run.provider_id,
+            raw,
+            target,
+            run.status,
+        )
+        plan.events.append(
+            NewEvent(
+                Stream.SYSTEM,
+                "unexpected_provider_status",
+                text=f"Provider reports {raw!r} ({target}), which cannot follow {run.status}; "
+                f"the run keeps its status.",
+                payload={"status": run.status, "reported": target, "providerStatusRaw": raw},
+            )
+        )
+
+    def _plan_error(self, result: PollResult, now: datetime, plan: _Plan) -> _Plan:
+        run = result.target.run
+        error = result.error
+        assert error is not None
+        message = self._redactor(run.project_id).scrub(error_message(error))
+        kind = getattr(error, "kind", "internal")
+        if isinstance(error, TransientError):
+            plan.fields.update(self._transient(run, now, message, error.retry_after))
+            self._count(run.provider_id, "transient", kind, plan)
+            return plan
+        plan.fields.update(
+            sync_status=SyncStatus.ERROR,
+            last_sync_error=message[:MAX_ERROR_CHARS],
+            sync_failing_since=run.sync_failing_since or now,
+            reconcile_attempts=run.reconcile_attempts + 1,
+            next_reconcile_at=now + timedelta(seconds=self.error_interval_s),
+        )
+        if isinstance(error, AuthError):
+            self.failing_configs[(run.project_id, run.provider_id)] = message
+        self._count(run.provider_id, "error", kind, plan)
+        return plan
+
+    def _transient(
+        self, run: Run, now: datetime, message: str, retry_after: float | None
+    ) -> dict[str, Any]:
+        attempts = run.reconcile_attempts + 1
+        failing_since = run.sync_failing_since or now
+        stale = (now - failing_since).total_seconds() >= self.stale_after_s
+        return {
+            "reconcile_attempts": attempts,
+            "sync_failing_since": failing_since,
+            "sync_status": SyncStatus.STALE if stale else run.sync_status,
+            "last_sync_error": message[:MAX_ERROR_CHARS],
+            "next_reconcile_at": now + timedelta(seconds=reconcile_backoff(attempts, retry_after)),
+        }
+
+    def _plan_logs(self, result: PollResult, redactor: Redactor, plan: _Plan) -> None:
+        run = result.target.run
+        if result.log_error is not None:
+            kind = getattr(result.log_error, "kind", "internal")
+            self.counts[(metrics.ERRORS, run.provider_id, f"logs_{kind}")] += 1
+            logger.warning(
+                "run %s: fetching logs failed: %s",
+                run.pk,
+                redactor.scrub(error_message(result.log_error)),
+            )
+        if result.log_cursor is None and result.logs_fetched_at is None:
+            return
+        state = dict(run.provider_state)
+        if result.log_cursor is not None:
+            state["logCursor"] = result.log_cursor
+        if result.logs_fetched_at is not None:
+            state["logsFetchedAt"] = round(result.logs_fetched_at, 3)
+        plan.fields["provider_state"] = state
+        # Log lines first: they were produced before the status change they explain.
+        plan.events[:0] = [
+            NewEvent(
+                entry.stream,
+                "output",
+                text=redactor.scrub(entry.text),
+                payload=redactor.scrub_obj(dict(entry.payload)),
+            )
+            for entry in result.entries
+        ]
+
+    def _count(self, provider_id: str, outcome: str, kind: str, plan: _Plan) -> None:
+        self.counts[(metrics.POLLS, provider_id, outcome)] += 1
+        self.counts[(metrics.ERRORS, provider_id, kind)] += 1
+        self.report.errors[kind] = self.report.errors.get(kind, 0) + 1
+        if plan.fields.get("sync_status") == SyncStatus.STALE:
+            self.report.stale += 1
+
+    def mark_configs_failing(self) -> None:
+        """A rejected credential is a provider health problem the admin shows."""
+        for (project_id, provider_id), message in self.failing_configs.items():
+            ProviderConfig.objects.filter(project_id=project_id, provider_id=provider_id).update(
+                health_status=HealthStatus.FAILING,
+                health_checked_at=timezone.now(),
+                health_message=message[:1000],
+            )
+        self.failing_configs.clear()
+
+    def _redactor(self, project_id: int) -> Redactor:
+        if project_id not in self.redactors:
+            self.redactors[project_id] = project_redactor(project_id)
+        return self.redactors[project_id]
+
+
+@dataclass
+class _Plan:
+    """What to write for one run: ``fields`` in a compare-and-swap UPDATE (with
+    the lease cleared), then ``events``, then the transition if any."""
+
+    run: Run
+    fields: dict[str, Any]
+    new_status: str = ""
+    message: str = ""
+    transition_fields: dict[str, Any] = field(default_factory=dict)
+    events: list[NewEvent] = field(default_factory=list)
