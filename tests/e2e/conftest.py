@@ -1,0 +1,14 @@
+"""End-to-end fixtures: the provider simulators of ``tests/providers`` (one
+server per provider for the session, reset before each test)."""
+
+from __future__ import annotations
+
+# Imported fixtures are registered by pytest in this directory's tests.
+from tests.providers.conftest import (  # noqa: F401
+    _cursor_server,
+    _devin_server,
+    _github_server,
+    cursor_sim,
+    devin_sim,
+    github_sim,
+)
