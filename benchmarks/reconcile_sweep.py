@@ -1,0 +1,830 @@
+"""Reconcile-sweep benchmark (issue 5, acceptance 3 and 6): ``make bench``.
+
+    python -m benchmarks.reconcile_sweep [--runs 5000] [--latency-ms 20] [--repeat 3]
+
+What it sets up
+---------------
+* its own database: ``var/bench-reconcile.sqlite3`` (recreated each time) with
+  ``ccdash.settings``, or ``DATABASE_URL`` when set (use a dedicated database:
+  the benchmark's project and runs are deleted at the end, but every due run
+  in it is swept);
+* the three provider simulators in a **separate process**
+  (``python -m connectors.simulators --latency-ms 20`` on free ports), so the
+  servers do not compete with the code under test for this process's GIL;
+* ``--runs`` held-running runs seeded there (``POST /_sim/seed``), spread over
+  the three providers, a project with enabled provider configs and
+  credentials pointing at them, and one ``Run`` row per seeded run
+  (``running``, due now, ``provider_state`` as the adapters need it: Cursor's
+  ``agentId`` comes from the agent listing, since the seed answers run ids).
+
+The runs are in a steady state: their logs were fetched moments ago and are
+not due during a measurement (``STATUS_ONLY`` below), and Devin's message
+cursor is caught up (the benchmark waits until seeded sessions stop adding
+messages), so a sweep makes exactly one status request per run — the same
+HTTP work as B. The cost of log fetching is not part of these figures.
+
+What it measures (each ``--repeat`` times, median reported)
+------------------------------------------------------------
+B  raw limit: GET every run's status URL with the adapters' headers and
+   credentials, from ``RECONCILE_CONCURRENCY`` threads over one
+   ``requests`` session per provider, JSON decoded; no database.
+A  one reconcile sweep over all runs by a fresh ``Reconciler`` with the
+   shipped settings (``RECONCILE_CONCURRENCY`` threads working at once,
+   ``PROVIDER_CONCURRENCY`` per provider, batches of
+   ``RECONCILE_BATCH_SIZE``), claiming up to ``BACKLOG_BATCHES`` batches back
+   to back as ``manage.py reconcile --loop`` does — enough for every run.
+   Timed from before ``sweep()`` until the ``Reconciler`` is closed: claims,
+   polls, writes, metrics. The ratio A/B is the acceptance figure (≥ 0.70).
+C  isolation: the time until the last run of the two healthy providers
+   (GitHub Actions and Cursor) has been stored once, i.e. the latest first
+   ``last_reconciled_at`` among their runs minus the wall-clock time the
+   first sweep started (``last_reconciled_at`` is stamped by the write that
+   stores the result). C1: only the healthy providers' runs are due (no
+   outage). C2: every run is due and the Devin simulator hangs every request
+   for longer than the adapters' read timeout (10 s). Both are driven like
+   ``manage.py reconcile --loop``: sweeps with ``wait_for_stuck=False``, the
+   next one at once after a full sweep, else after ``--interval`` (1 s),
+   until every healthy run has been reconciled. C3: like C2 but one sweep in
+   the configuration of ``scheduled_sweep`` (the django-q2 task,
+   ``wait_for_stuck=True``). The acceptance figure is C2/C1 (≤ 1.2); C3/C1
+   is reported alongside.
+
+Results are printed and appended to ``benchmarks/README.md`` (``--no-record``
+skips that). Everything is bounded in time (a watchdog ends the benchmark
+after ``HARD_LIMIT_S``) and the simulator process is stopped on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import os
+import platform
+import queue
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "benchmarks" / "README.md"
+DEFAULT_DB = ROOT / "var" / "bench-reconcile.sqlite3"
+SIMULATOR_LOG = ROOT / "var" / "bench-simulators.log"
+
+PROVIDERS = ("github_actions", "cursor", "devin")
+HEALTHY = ("github_actions", "cursor")
+HANGING = "devin"
+# Longer than the adapters' read timeout (10 s): the client gives up first.
+HANG_SECONDS = 12.0
+TARGET_RATIO = 0.70
+TARGET_OUTAGE_RATIO = 1.2
+# Everything but a hung provider's last timeouts fits in this; the watchdog
+# ends the benchmark (and its simulator process) after HARD_LIMIT_S.
+BUDGET_S = 270.0
+HARD_LIMIT_S = 420.0
+WARMUP_RUNS = 600
+# The adapters' timeouts (connect, read); B uses the same.
+POLL_TIMEOUT = (3.05, 10.0)
+SIM_SETTINGS: dict[str, dict[str, Any]] = {
+    "github_actions": {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
+    "cursor": {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
+    "devin": {},
+}
+RUNNING_RAW = {"github_actions": "in_progress", "cursor": "RUNNING", "devin": "working"}
+
+
+# --- the simulator process ------------------------------------------------------------
+
+
+class Simulators:
+    """``python -m connectors.simulators`` in its own process group, with its
+    ``/_sim/`` control endpoints. ``stop()`` is idempotent."""
+
+    LINE = re.compile(r"^(\w+): (http://\S+) \(token (\S+)\)")
+
+    def __init__(self, latency_ms: float, log_path: Path, *, startup_s: float = 20.0):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "connectors.simulators",
+                "--github-port=0",
+                "--cursor-port=0",
+                "--devin-port=0",
+                f"--latency-ms={latency_ms:g}",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=True,
+        )
+        self.urls: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.control = requests.Session()
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, args=(lines,), daemon=True).start()
+        deadline = time.monotonic() + startup_s
+        while len(self.urls) < len(PROVIDERS):
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"simulators did not start; see {log_path}") from None
+            found = self.LINE.match(line)
+            if found:
+                self.urls[found[1]] = found[2]
+                self.tokens[found[1]] = found[3]
+
+    def _read(self, lines: queue.Queue[str]) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            lines.put(line.strip())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.control.close()
+        self._log.close()
+
+    def post(self, provider_id: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.control.post(f"{self.urls[provider_id]}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def seed(self, provider_id: str, count: int) -> list[str]:
+        return self.post(provider_id, "/_sim/seed", {"count": count, "state": "running"})["ids"]
+
+    def hang(self, provider_id: str, seconds: float) -> None:
+        self.post(provider_id, "/_sim/faults", {"hang_next": 10**9, "hang_seconds": seconds})
+
+    def clear_faults(self, provider_id: str) -> None:
+        url = f"{self.urls[provider_id]}/_sim/faults"
+        self.control.delete(url, timeout=30).raise_for_status()
+
+    def cursor_agents(self) -> dict[str, tuple[str, str]]:
+        """Run id → (agent id, agent URL), read from ``GET /v1/agents`` pages:
+        the seed answers run ids, the adapter's poll needs the agent id too."""
+        agents: dict[str, tuple[str, str]] = {}
+        url, auth = f"{self.urls['cursor']}/v1/agents", (self.tokens["cursor"], "")
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = self.control.get(url, params=params, auth=auth, timeout=30)
+            page.raise_for_status()
+            body = page.json()
+            for agent in body["items"]:
+                agents[agent["latestRunId"]] = (agent["id"], agent["url"])
+            if not body.get("nextCursor"):
+                return agents
+            params["cursor"] = body["nextCursor"]
+
+
+# --- seeded runs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    provider_id: str
+    run_id: str
+    provider_url: str
+    provider_state: dict[str, Any]
+
+
+def seed_runs(sims: Simulators, total: int) -> tuple[list[Seeded], float]:
+    """Seed ``total`` held-running runs, as evenly as possible over the
+    providers, interleaved (a claimed batch mixes providers, as in life).
+    Returns them and the time after which Devin adds no more messages."""
+    from connectors.simulators.devin import MESSAGE_LIMIT, MESSAGE_SECONDS
+
+    share, extra = divmod(total, len(PROVIDERS))
+    counts = {p: share + (i < extra) for i, p in enumerate(PROVIDERS)}
+    ids = {p: sims.seed(p, counts[p]) if counts[p] else [] for p in PROVIDERS}
+    settled_at = time.monotonic() + MESSAGE_LIMIT * MESSAGE_SECONDS + 1.0
+    agents = sims.cursor_agents() if ids["cursor"] else {}
+    per_provider: dict[str, list[Seeded]] = {p: [] for p in PROVIDERS}
+    for run_id in ids["github_actions"]:
+        url = f"{sims.urls['github_actions']}/ccdash/demo/actions/runs/{run_id}"
+        per_provider["github_actions"].append(Seeded("github_actions", run_id, url, {}))
+    for run_id in ids["cursor"]:
+        agent_id, agent_url = agents[run_id]
+        per_provider["cursor"].append(Seeded("cursor", run_id, agent_url, {"agentId": agent_id}))
+    for run_id in ids["devin"]:
+        url = f"{sims.urls['devin']}/sessions/{run_id.removeprefix('devin-')}"
+        # Caught up with the whole transcript the session will have (initial
+        # message + MESSAGE_LIMIT updates), so polls bring no new output.
+        cursor = {"seen": MESSAGE_LIMIT + 1, "lastEventId": f"{run_id}-m{MESSAGE_LIMIT}"}
+        per_provider["devin"].append(Seeded("devin", run_id, url, {"logCursor": cursor}))
+    interleaved = [
+        run
+        for group in zip_longest(*(per_provider[p] for p in PROVIDERS))
+        for run in group
+        if run is not None
+    ]
+    return interleaved, settled_at
+
+
+# --- database ------------------------------------------------------------------------
+
+
+def setup_django(db_path: Path) -> bool:
+    """Configure and migrate the benchmark database; True when it is our own
+    SQLite file (recreated), False for a ``DATABASE_URL`` given by the caller."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "ccdash.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    own = not os.environ.get("DATABASE_URL")
+    if own:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return own
+
+
+def create_project(sims: Simulators):
+    from ccdash.models import Project
+    from connectors import services
+
+    workspace = ROOT / "var" / "bench-workspace"
+    workspace.mkdir(parents=True, exist_ok=True)
+    project = Project.objects.create(
+        name=f"benchmark {uuid.uuid4().hex[:8]}", workspace_root=str(workspace)
+    )
+    secret_field = {"github_actions": "token", "cursor": "apiKey", "devin": "apiKey"}
+    for provider_id in PROVIDERS:
+        services.update_config(
+            project,
+            provider_id,
+            actor="benchmark",
+            enabled=True,
+            settings={**SIM_SETTINGS[provider_id], "baseUrl": sims.urls[provider_id]},
+        )
+        services.write_credentials(
+            project, provider_id, {secret_field[provider_id]: sims.tokens[provider_id]}, user=None
+        )
+    return project
+
+
+def create_runs(project, seeded: list[Seeded]) -> None:
+    from django.utils import timezone
+
+    from execution.models import Run
+
+    now = timezone.now()
+    Run.objects.bulk_create(
+        [
+            Run(
+                project=project,
+                command="benchmark: a held run",
+                policy_verdict="allow",
+                risk_level="low",
+                status="running",
+                provider_id=s.provider_id,
+                provider_run_id=s.run_id,
+                provider_url=s.provider_url,
+                provider_status_raw=RUNNING_RAW[s.provider_id],
+                provider_state=s.provider_state,
+                dispatch_key=uuid.uuid4().hex,
+                sync_status="in_sync",
+                started_at=now,
+                next_reconcile_at=now,
+            )
+            for s in seeded
+        ],
+        batch_size=500,
+    )
+
+
+def reset_runs(project, *, due: Iterable[str] = PROVIDERS) -> None:
+    """Back to the steady state before a sweep: running, in sync, logs just
+    fetched, due now (``due`` providers) or in an hour (the others), no
+    lease; circuits closed."""
+    from django.utils import timezone
+
+    from connectors.models import ProviderCircuit
+    from execution.models import Run
+
+    fetched = round(time.time(), 3)
+    runs = list(Run.objects.filter(project=project).only("pk", "provider_state"))
+    for run in runs:
+        run.provider_state = {**run.provider_state, "logsFetchedAt": fetched}
+    Run.objects.bulk_update(runs, ["provider_state"], batch_size=500)
+    now = timezone.now()
+    mine = Run.objects.filter(project=project)
+    mine.update(
+        status="running",
+        sync_status="in_sync",
+        last_sync_error="",
+        sync_failing_since=None,
+        reconcile_attempts=0,
+        last_reconciled_at=None,
+        next_reconcile_at=now,
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    mine.exclude(provider_id__in=list(due)).update(next_reconcile_at=now + timedelta(hours=1))
+    urls = [c.settings.get("baseUrl", "") for c in project.provider_configs.all()]
+    ProviderCircuit.objects.filter(base_url__in=urls).delete()
+
+
+# --- B: plain HTTP polling ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollTarget:
+    session: requests.Session
+    url: str
+    headers: dict[str, str]
+    auth: tuple[str, str] | None = None
+
+
+def raw_targets(sims: Simulators, seeded: list[Seeded]) -> list[PollTarget]:
+    """The status request each adapter's ``poll_status`` sends, per run."""
+    from connectors.http import POOL_SIZE, USER_AGENT
+
+    sessions = {}
+    for provider_id in PROVIDERS:
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+        session.headers["User-Agent"] = USER_AGENT
+        sessions[provider_id] = session
+    github_headers = {
+        "Authorization": f"Bearer {sims.tokens['github_actions']}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+    }
+    devin_headers = {
+        "Authorization": f"Bearer {sims.tokens['devin']}",
+        "Accept": "application/json",
+    }
+    targets = []
+    for s in seeded:
+        base, session = sims.urls[s.provider_id], sessions[s.provider_id]
+        if s.provider_id == "github_actions":
+            url = f"{base}/repos/ccdash/demo/actions/runs/{s.run_id}"
+            targets.append(PollTarget(session, url, github_headers))
+        elif s.provider_id == "cursor":
+            url = f"{base}/v1/agents/{s.provider_state['agentId']}/runs/{s.run_id}"
+            targets.append(PollTarget(session, url, {}, (sims.tokens["cursor"], "")))
+        else:
+            targets.append(PollTarget(session, f"{base}/v1/sessions/{s.run_id}", devin_headers))
+    return targets
+
+
+def raw_poll(targets: list[PollTarget], concurrency: int) -> float:
+    """Seconds to GET every target from ``concurrency`` threads; raises if any
+    answer is not a 200 with a JSON status."""
+    pending = deque(targets)
+    failures: list[str] = []
+
+    def worker() -> None:
+        while True:
+            try:
+                target = pending.popleft()
+            except IndexError:
+                return
+            response = target.session.get(
+                target.url, headers=target.headers, auth=target.auth, timeout=POLL_TIMEOUT
+            )
+            body = response.json()
+            if response.status_code != 200 or not body.get("status"):
+                failures.append(f"{target.url}: HTTP {response.status_code}")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="raw-poll") as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    elapsed = time.monotonic() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} raw polls failed, e.g. {failures[0]}")
+    return elapsed
+
+
+# --- A and C: sweeps --------------------------------------------------------------------
+
+
+# Settings that decide when work falls due (not how a sweep does it), for
+# measurements that must stay in the steady state from start to end:
+# STATUS_ONLY (A, C): no run's logs fall due halfway through (log interval 1 h
+# instead of 10 s; a sweep longer than 10 s would otherwise start reading
+# logs for the runs it reaches late), so every run costs one status request,
+# as in B. NO_REPOLLS (C): also no run falls due a second time (poll interval
+# 1 h instead of 5 s), so the time of its first write is still in
+# ``last_reconciled_at`` when the measurement ends. The poll interval is also
+# the base of the failure backoff, so the hanging provider's runs are not
+# claimed twice either (they would be skipped at once anyway).
+STATUS_ONLY = {"RECONCILE_LOG_INTERVAL_S": 3600.0}
+NO_REPOLLS = {**STATUS_ONLY, "RECONCILE_INTERVAL_S": 3600.0}
+
+
+@contextlib.contextmanager
+def execution_settings(overrides: dict[str, float]):
+    from django.conf import settings
+    from django.test import override_settings
+
+    with override_settings(EXECUTION={**settings.EXECUTION, **overrides}):
+        yield
+
+
+@dataclass
+class SweepTiming:
+    total_s: float  # from before the first sweep() until the Reconciler is closed
+    returned_s: float  # until the last sweep() returned
+    healthy_s: float  # until the last healthy-provider run was first stored (nan: none)
+    healthy_reconciled: int
+    reports: list[Any]
+
+    def summary(self) -> str:
+        return f"{len(self.reports)} sweep(s); " + " | ".join(
+            r.summary_line() for r in self.reports
+        )
+
+
+def timed_sweeps(
+    project,
+    *,
+    wait_for_stuck: bool,
+    run_ids: list[int] | None = None,
+    until_healthy: int = 0,
+    overrides: dict[str, float] = STATUS_ONLY,
+    limit_s: float = 60.0,
+) -> SweepTiming:
+    """One sweep of every due run, as ``manage.py reconcile --loop`` makes it
+    (or ``scheduled_sweep`` with ``wait_for_stuck=True``). With
+    ``until_healthy``, keep going at the loop's cadence (the next sweep at
+    once after a full one, else after ``--interval``) until that many
+    healthy-provider runs have been reconciled, for at most ``limit_s``.
+
+    A run's first ``last_reconciled_at`` is read after the sweep that stored
+    it, before a later sweep can poll it again."""
+    from django.utils import timezone
+
+    from execution.management.commands.reconcile import DEFAULT_LOOP_INTERVAL_S
+    from execution.models import Run
+    from execution.reconciler import BACKLOG_BATCHES, Reconciler
+
+    healthy_runs = Run.objects.filter(project=project, provider_id__in=HEALTHY)
+    first_stored: dict[int, datetime] = {}
+    reports = []
+    started_at = timezone.now()
+    started = time.monotonic()
+    with execution_settings(overrides), Reconciler() as reconciler:
+        while True:
+            report = reconciler.sweep(
+                run_ids=run_ids, max_batches=BACKLOG_BATCHES, wait_for_stuck=wait_for_stuck
+            )
+            reports.append(report)
+            returned = time.monotonic() - started
+            for pk, at in healthy_runs.filter(last_reconciled_at__gte=started_at).values_list(
+                "pk", "last_reconciled_at"
+            ):
+                first_stored.setdefault(pk, at)
+            if len(first_stored) >= until_healthy or returned > limit_s:
+                break
+            if report.claimed < reconciler.batch_size * BACKLOG_BATCHES:
+                time.sleep(DEFAULT_LOOP_INTERVAL_S)
+    total = time.monotonic() - started
+    last = max(first_stored.values(), default=None)
+    healthy_s = (last - started_at).total_seconds() if last else float("nan")
+    return SweepTiming(total, returned, healthy_s, len(first_stored), reports)
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    label: str
+    runs: int
+    samples: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.median if self.samples else float("nan")
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    def allows(self, seconds: float) -> bool:
+        return time.monotonic() + seconds < self.deadline
+
+
+def repeat(
+    measurement: Measurement,
+    times: int,
+    budget: Budget,
+    estimate_s: float,
+    one: Callable[[], float],
+) -> None:
+    for index in range(times):
+        if index and not budget.allows(estimate_s):
+            measurement.note = f"time budget: {index} of {times} repeats"
+            print(f"  (time budget reached: {index} of {times} repeats)", flush=True)
+            return
+        value = one()
+        measurement.samples.append(value)
+        print(f"  {measurement.label} #{index + 1}: {value:.3f}s", flush=True)
+
+
+def machine() -> dict[str, str]:
+    import django
+    from django.db import connection
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        db = f"SQLite {sqlite3.sqlite_version} (file, WAL)"
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            db = f"PostgreSQL {cursor.fetchone()[0]}"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "db": db,
+        "code": code_version(),
+        "env": database_url_shown(),
+    }
+
+
+def database_url_shown() -> str:
+    """``DATABASE_URL=…`` as the caller gave it, without credentials; "" for ours."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url or (url.startswith("sqlite:") and url.endswith(DEFAULT_DB.name)):
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"DATABASE_URL={parts.scheme}://{host}{port}{parts.path} "
+
+
+def code_version() -> str:
+    """The commit, and whether the reconciler's files differ from it."""
+    paths = ["execution/reconciler.py", "execution/reconcile_claims.py", "connectors/"]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True
+        ).stdout.split("\n")
+    except OSError:
+        return "unknown"
+    changed = sorted({line[3:] for line in dirty if line.strip()})
+    return commit + (f" + uncommitted {', '.join(changed)}" if changed else "")
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    budget = Budget(BUDGET_S)
+    own_db = setup_django(DEFAULT_DB)
+    from django.conf import settings
+
+    from execution.models import Run
+
+    conf = settings.EXECUTION
+    concurrency = int(conf["RECONCILE_CONCURRENCY"])
+    per_provider = int(conf["PROVIDER_CONCURRENCY"])
+    print(
+        f"concurrency {concurrency} ({per_provider} per provider), batch "
+        f"{conf['RECONCILE_BATCH_SIZE']}, {args.runs} runs, latency {args.latency_ms:g} ms",
+        flush=True,
+    )
+
+    sims = Simulators(args.latency_ms, SIMULATOR_LOG)
+    atexit.register(sims.stop)
+    _watchdog(HARD_LIMIT_S, sims.stop)
+    project = None
+    try:
+        seeded, settled_at = seed_runs(sims, args.runs)
+        project = create_project(sims)
+        create_runs(project, seeded)
+        ids = list(Run.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))
+        targets = raw_targets(sims, seeded)
+        healthy_count = sum(1 for s in seeded if s.provider_id in HEALTHY)
+        print(f"set up: {len(ids)} runs ({healthy_count} on {', '.join(HEALTHY)})", flush=True)
+
+        # Warm-up (untimed): connections, imports, query compilation.
+        raw_poll(targets[:WARMUP_RUNS], concurrency)
+        reset_runs(project)
+        timed_sweeps(project, wait_for_stuck=False, run_ids=ids[:WARMUP_RUNS])
+
+        raw = Measurement("B raw HTTP polling", len(targets))
+        repeat(raw, args.repeat, budget, 15, lambda: raw_poll(targets, concurrency))
+
+        # Devin sessions add messages for their first MESSAGE_LIMIT seconds.
+        time.sleep(max(0.0, settled_at - time.monotonic()))
+
+        sweep = Measurement("A reconcile sweep", len(ids))
+
+        def one_sweep() -> float:
+            reset_runs(project)
+            timing = timed_sweeps(project, wait_for_stuck=False)
+            _check_full_sweep(timing.reports[0], len(ids))
+            return timing.total_s
+
+        repeat(sweep, args.repeat, budget, 20, one_sweep)
+
+        calm = Measurement("C1 healthy runs, no outage", healthy_count)
+        hang_loop = Measurement(
+            f"C2 healthy runs, {HANGING} hanging (reconcile --loop)", healthy_count
+        )
+        hang_sched = Measurement(
+            f"C3 healthy runs, {HANGING} hanging (scheduled_sweep)", healthy_count
+        )
+
+        def one_calm() -> float:
+            reset_runs(project, due=HEALTHY)
+            timing = timed_sweeps(
+                project, wait_for_stuck=False, until_healthy=healthy_count, overrides=NO_REPOLLS
+            )
+            _check_healthy(timing, healthy_count, calm)
+            return timing.healthy_s
+
+        def one_hang(measurement: Measurement, *, loop: bool) -> Callable[[], float]:
+            def measure() -> float:
+                reset_runs(project)
+                sims.hang(HANGING, HANG_SECONDS)
+                try:
+                    timing = timed_sweeps(
+                        project,
+                        wait_for_stuck=not loop,
+                        until_healthy=healthy_count if loop else 0,
+                        overrides=NO_REPOLLS,
+                    )
+                finally:
+                    sims.clear_faults(HANGING)
+                print(
+                    f"    last sweep returned after {timing.returned_s:.2f}s, reconciler "
+                    f"closed after {timing.total_s:.2f}s; {timing.summary()}",
+                    flush=True,
+                )
+                _check_healthy(timing, healthy_count, measurement)
+                return timing.healthy_s
+
+            return measure
+
+        repeat(calm, args.repeat, budget, 15, one_calm)
+        repeat(hang_loop, args.repeat, budget, 30, one_hang(hang_loop, loop=True))
+        if not args.skip_scheduled:
+            repeat(hang_sched, args.repeat, budget, 35, one_hang(hang_sched, loop=False))
+
+        measurements = [raw, sweep, calm, hang_loop] + ([hang_sched] if hang_sched.samples else [])
+        info = machine()
+        text = render(args, info, measurements, concurrency, per_provider, conf)
+        print()
+        print(text)
+        if not args.no_record:
+            record(text)
+            print(f"(appended to {README.relative_to(ROOT)})")
+        ok = sweep.rate / raw.rate >= TARGET_RATIO and hang_loop.median / calm.median <= (
+            TARGET_OUTAGE_RATIO
+        )
+        return 0 if ok else 1
+    finally:
+        if project is not None and not own_db:
+            project.delete()
+        sims.stop()
+
+
+def _check_full_sweep(report, expected: int) -> None:
+    if report.claimed != expected or report.polled != expected or report.error_count:
+        raise RuntimeError(f"the sweep did not reconcile every run: {report.summary_line()}")
+
+
+def _check_healthy(timing: SweepTiming, expected: int, measurement: Measurement) -> None:
+    """Not every healthy run reconciled: noted in the results (the time is
+    then that of the last one stored)."""
+    if timing.healthy_reconciled < expected:
+        note = f"{timing.healthy_reconciled} of {expected} healthy runs reconciled"
+        measurement.note = "; ".join(filter(None, [measurement.note, note]))
+        print(f"    ({note})", flush=True)
+
+
+def render(args, info, measurements, concurrency, per_provider, conf) -> str:
+    by_label = {m.label[:2]: m for m in measurements}
+    raw, sweep, calm, hang = by_label["B "], by_label["A "], by_label["C1"], by_label["C2"]
+    sched = by_label.get("C3")
+    command = " ".join(["python -m benchmarks.reconcile_sweep", *sys.argv[1:]])
+    lines = [
+        f"### {info['date']}",
+        "",
+        f"Command: `{info['env']}{command}`"
+        + ("" if sys.argv[1:] or info["env"] else " (`make bench`)"),
+        "",
+        f"Code: {info['code']}.",
+        "",
+        f"Machine: {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}, "
+        f"Django {info['django']}, {info['db']}; simulators in a separate process, "
+        f"{args.latency_ms:g} ms latency per request. Concurrency {concurrency} for both A "
+        f"and B (reconciler: {per_provider} per provider, batches of "
+        f"{conf['RECONCILE_BATCH_SIZE']}). Median of {args.repeat}.",
+        "",
+        "| measurement | runs | median s | runs/s | samples (s) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for m in measurements:
+        samples = ", ".join(f"{s:.2f}" for s in m.samples) + (f" ({m.note})" if m.note else "")
+        lines.append(f"| {m.label} | {m.runs} | {m.median:.2f} | {m.rate:.0f} | {samples} |")
+    ratio = sweep.rate / raw.rate
+    outage = hang.median / calm.median
+    lines += [
+        "",
+        f"- A/B = **{ratio:.2f}** (target ≥ {TARGET_RATIO:.2f}): "
+        + ("met" if ratio >= TARGET_RATIO else "**missed**"),
+        f"- C2/C1 = **{outage:.2f}** (target ≤ {TARGET_OUTAGE_RATIO:.1f}): "
+        + ("met" if outage <= TARGET_OUTAGE_RATIO else "**missed**"),
+    ]
+    if sched is not None and sched.samples:
+        lines.append(
+            f"- C3/C1 = {sched.median / calm.median:.2f} (the django-q2 schedule's "
+            "configuration, for information)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def record(text: str) -> None:
+    existing = README.read_text() if README.exists() else "# Benchmarks\n"
+    if "## Results" not in existing:
+        existing = existing.rstrip("\n") + "\n\n## Results\n"
+    README.write_text(existing.rstrip("\n") + "\n\n" + text)
+
+
+def _watchdog(limit_s: float, cleanup: Callable[[], None]) -> None:
+    def fire() -> None:
+        print(f"benchmark exceeded {limit_s:.0f}s: stopping", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            cleanup()
+        os._exit(3)
+
+    timer = threading.Timer(limit_s, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reconcile_sweep")
+    parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-scheduled", action="store_true", help="skip measurement C3")
+    parser.add_argument("--no-record", action="store_true", help="do not append to README.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the simulators.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.path.insert(0, str(ROOT))
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
