@@ -195,7 +195,7 @@ EXECUTION = {
     "RECONCILE_LOG_INTERVAL_S": float(os.environ.get("RECONCILE_LOG_INTERVAL_S", "10")),
     # A provider call in flight this long stops counting against the global
     # concurrency (only against its provider's cap): a hang starves nobody else.
-    "RECONCILE_STUCK_AFTER_S": 1.0,
+    "RECONCILE_STUCK_AFTER_S": 0.25,
     "CIRCUIT_FAILURE_THRESHOLD": 5,
     "CIRCUIT_RESET_S": 30.0,
 }

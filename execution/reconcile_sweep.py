@@ -253,9 +253,20 @@ class Sweep(CircuitView):
                 return
 
     def _running_low(self) -> bool:
+        """Time to claim the next batch: fewer than half a batch (at least
+        ``concurrency``) queued, so the claim overlaps with the polls instead
+        of following them. Runs queued behind a provider whose whole share is
+        stuck do not count: they would hold everyone else's next batch back
+        until those calls time out."""
         if not self.more_due or self.batches_left <= 0 or self.stop_event.is_set():
             return False
-        return sum(len(lane.queue) for lane in self.lanes.values()) < self.r.concurrency
+        now_m = time.monotonic()
+        with self.r.lock:
+            stuck = Counter(w.provider_id for w in self.r.workers if w.stuck(now_m))
+        queued = sum(
+            len(lane.queue) for lane in self.lanes.values() if stuck[lane.provider_id] < lane.cap
+        )
+        return queued < max(self.r.concurrency, self.r.batch_size // 2)
 
     def _start_workers(self) -> None:
         """Round-robin over the lanes, one worker each per turn, while fewer than
@@ -311,6 +322,8 @@ class Sweep(CircuitView):
         if not self.wait_for_stuck:
             self._skip_behind_stuck(now_m, workers)
             queued = any(lane.queue for lane in self.lanes.values())
+            if not queued and self._running_low():
+                return False  # more runs are due: the next turn claims them
             return not queued and all(w.stuck(now_m) for w in workers)
         return not workers and not any(lane.queue for lane in self.lanes.values())
 
