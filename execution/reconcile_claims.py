@@ -66,12 +66,19 @@ def lease_free(now: datetime) -> Q:
 
 
 def _candidates(
-    now: datetime, provider_id: str | None, run_ids: Sequence[int] | None, force: bool
+    now: datetime,
+    provider_id: str | None,
+    run_ids: Sequence[int] | None,
+    force: bool,
+    exclude_providers: Iterable[str] = (),
 ) -> QuerySet:
     condition = active_external() if force else due(now)
     qs = Run.objects.filter(condition & lease_free(now))
     if provider_id:
         qs = qs.filter(provider_id=provider_id)
+    excluded = list(exclude_providers)
+    if excluded:
+        qs = qs.exclude(provider_id__in=excluded)
     if run_ids is not None:
         qs = qs.filter(pk__in=list(run_ids))
     return qs.order_by("next_reconcile_at", "pk")
@@ -91,11 +98,14 @@ def claim(
     provider_id: str | None = None,
     run_ids: Sequence[int] | None = None,
     force: bool = False,
+    exclude_providers: Iterable[str] = (),
 ) -> list[int]:
     """Lease up to ``limit`` due runs to ``worker_id``; returns their ids,
     oldest due first.
 
     ``force`` ignores ``next_reconcile_at`` (manual refresh of ``run_ids``).
+    ``exclude_providers`` leaves those providers' runs due for later (the
+    sweep passes providers whose every call is hanging).
     Leases that expired are taken over. Never blocks on rows another worker
     is claiming.
     """
@@ -104,7 +114,8 @@ def claim(
     expires = now + timedelta(seconds=lease_s)
     if connection.features.has_select_for_update_skip_locked:
         with transaction.atomic():
-            qs = _candidates(now, provider_id, run_ids, force).select_for_update(skip_locked=True)
+            qs = _candidates(now, provider_id, run_ids, force, exclude_providers)
+            qs = qs.select_for_update(skip_locked=True)
             ids = _select_candidates(qs, limit)
             if ids:
                 Run.objects.filter(pk__in=ids).update(
@@ -113,7 +124,7 @@ def claim(
         return ids
     claimed: list[int] = []
     for _ in range(CAS_ROUNDS):
-        qs = _candidates(now, provider_id, run_ids, force)
+        qs = _candidates(now, provider_id, run_ids, force, exclude_providers)
         ids = _select_candidates(qs.exclude(pk__in=claimed), limit - len(claimed))
         if not ids:
             break

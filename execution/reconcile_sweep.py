@@ -171,6 +171,9 @@ class Sweep(CircuitView):
             provider_id=wanted.provider_id,
             run_ids=wanted.run_ids,
             force=wanted.force,
+            # Claiming runs we could only skip would cost every other
+            # provider's runs time; they stay due until calls get through.
+            exclude_providers=() if wanted.run_ids is not None else self._hanging_providers(),
         )
         self.batches_left -= 1
         self.more_due = len(ids) == self.r.batch_size
@@ -252,6 +255,14 @@ class Sweep(CircuitView):
             if self._done(now_m):
                 return
 
+    def _hanging_providers(self) -> list[str]:
+        """Providers whose whole share of calls has been in flight past the
+        stuck threshold (calls of an earlier sweep included, in loop mode)."""
+        now_m = time.monotonic()
+        with self.r.lock:
+            stuck = Counter(w.provider_id for w in self.r.workers if w.stuck(now_m))
+        return [p for p, n in stuck.items() if n >= self.r.provider_concurrency]
+
     def _running_low(self) -> bool:
         """Time to claim the next batch: fewer than half a batch (at least
         ``concurrency``) queued, so the claim overlaps with the polls instead
@@ -276,7 +287,9 @@ class Sweep(CircuitView):
         with r.lock:
             working = sum(1 for w in r.workers if not w.stuck(now_m))
             per_provider = Counter(w.provider_id for w in r.workers)
-            per_lane = Counter(id(w.lane) for w in r.workers)
+            # Workers that have not taken an item yet: each will take one. A
+            # worker busy with a call does not shorten the queue.
+            per_lane = Counter(id(w.lane) for w in r.workers if w.current is None)
         started = True
         while started and working < r.concurrency:
             started = False

@@ -179,3 +179,38 @@ def test_closing_the_reconciler_finishes_and_stores_calls_still_in_flight(fake, 
 
     run.refresh_from_db()
     assert (run.status, run.lease_owner) == ("succeeded", "")
+
+
+def test_in_loop_mode_a_hanging_providers_due_runs_are_left_unclaimed(
+    fake, other, make_run, settings
+):
+    settings.EXECUTION = {
+        **settings.EXECUTION,
+        "RECONCILE_CONCURRENCY": 4,
+        "PROVIDER_CONCURRENCY": 2,
+        "RECONCILE_STUCK_AFTER_S": 0.1,
+    }
+    release = threading.Event()
+    other.on_poll = lambda _id: release.wait(10)
+    for n in range(2):
+        other.add(f"slow-{n}", "working")
+        make_run(f"slow-{n}", provider_id="other")
+
+    with Reconciler() as reconciler:
+        reconciler.sweep(wait_for_stuck=False)  # both of its calls hang
+        time.sleep(0.2)  # ...long enough to count as stuck
+        for n in range(3):
+            other.add(f"later-{n}", "working")
+            make_run(f"later-{n}", provider_id="other")
+        for n in range(5):
+            fake.add(f"p-{n}", "done")
+            make_run(f"p-{n}")
+
+        second = reconciler.sweep(wait_for_stuck=False)
+
+        assert second.claimed == 5  # only the healthy provider's runs
+        assert Run.objects.filter(provider_id="fake", status="succeeded").count() == 5
+        later = Run.objects.filter(provider_run_id__startswith="later-")
+        assert list(later.values_list("lease_owner", flat=True)) == ["", "", ""]
+        assert not [c for c in other.polls() if c.provider_run_id.startswith("later-")]
+        release.set()
