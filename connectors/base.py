@@ -149,7 +149,8 @@ class RunState:
     provider_url: str = ""
     exit_code: int | None = None
     message: str = ""
-    # Output that came with the poll at no extra request (Devin's messages).
+    # Output that came with the poll at no extra request (Devin's messages):
+    # a batch, even an empty one, means "the output was read with this poll".
     logs: LogBatch | None = None
 
 

@@ -95,9 +95,11 @@ def _poll(target: Target) -> PollResult:
     cursor = dict(ref.provider_state.get("logCursor") or {})
     if state.logs is not None:
         # The poll brought the output (Devin): that was this poll's log fetch.
+        # Nothing new means nothing to store (and no second request).
         result.entries.extend(state.logs.entries)
-        result.log_cursor = dict(state.logs.cursor)
-        result.logs_fetched_at = time.time()
+        if state.logs.entries or dict(state.logs.cursor) != cursor:
+            result.log_cursor = dict(state.logs.cursor)
+            result.logs_fetched_at = time.time()
     elif target.fetch_logs and _logs_wanted(target, state):
         try:
             batch = target.adapter.fetch_logs(ref, cursor)

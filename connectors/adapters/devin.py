@@ -194,13 +194,13 @@ class DevinAdapter(ProviderAdapter):
         raw = _native_status(session)
         # The reconciler keeps the log cursor in provider_state["logCursor"].
         cursor = ref.provider_state.get("logCursor") or {}
-        batch = _new_output(session, cursor)
-        changed = bool(batch.entries) or dict(batch.cursor) != dict(cursor)
+        # Always hand the output back, even when nothing is new: it tells the
+        # reconciler this poll already read the output (no second GET).
         return RunState(
             provider_status_raw=raw,
             status=self.map_status(raw),
             provider_url=str(session.get("url") or ""),
-            logs=batch if changed else None,
+            logs=_new_output(session, cursor),
         )
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:

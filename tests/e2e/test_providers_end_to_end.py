@@ -293,3 +293,24 @@ def test_a_provider_outage_makes_the_run_stale_never_terminal_and_recovery_finis
     sim.advance(run["providerRunId"])
     final = sweep_until(run["id"], lambda r: r.status in TERMINAL)
     assert (final.status, final.sync_status, final.last_sync_error) == ("succeeded", "in_sync", "")
+
+
+DEVIN = next(case for case in CASES if case.id == "devin")
+
+
+@pytest.mark.parametrize("provider", [DEVIN], ids=["devin"], indirect=True)
+def test_each_sweep_reads_a_devin_session_once_even_when_logs_are_due(
+    configured, provider, sim, operator_api, settings, django_capture_on_commit_callbacks
+):
+    # Devin carries its output in the session: one GET is the poll and the log fetch.
+    settings.EXECUTION = {**settings.EXECUTION, "RECONCILE_LOG_INTERVAL_S": 0.0}  # always due
+    run = launch(operator_api, configured, provider, HELD, django_capture_on_commit_callbacks)
+    sweep_until(run["id"], running)
+    sweep(run["id"])  # output caught up
+    session_path = f"/v1/sessions/{run['providerRunId']}"
+    before = [r for r in sim.request_log() if r["path"] == session_path]
+
+    sweep(run["id"])
+
+    after = [r for r in sim.request_log() if r["path"] == session_path]
+    assert len(after) - len(before) == 1
