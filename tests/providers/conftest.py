@@ -3,6 +3,8 @@ reset before every test (runs, faults, request log)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from connectors.simulators import CursorSimulator, DevinSimulator, GitHubActionsSimulator
@@ -45,3 +47,23 @@ def cursor_sim(_cursor_server):
 def devin_sim(_devin_server):
     _devin_server.reset()
     return _devin_server
+
+
+class ShiftedClock:
+    """A simulator's clock, moved forward on demand (output without sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def shift_clock(simulator, monkeypatch) -> ShiftedClock:
+    """Give ``simulator`` a clock the test moves forward with ``skip``."""
+    shifted = ShiftedClock()
+    monkeypatch.setattr(simulator, "clock", shifted)
+    return shifted

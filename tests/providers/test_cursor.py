@@ -24,29 +24,15 @@ from execution.dispatch import dispatch_run
 from execution.models import RunEvent
 from execution.services import cancel as cancel_run
 from tests.factories import RunFactory
+from tests.providers.conftest import ShiftedClock, shift_clock
 
 KEY = CursorSimulator.default_token
 REPOSITORY = "https://github.com/ccdash/demo"
 
 
-class ShiftedClock:
-    """The simulator's clock, moved forward on demand (output without sleeping)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def skip(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 @pytest.fixture
 def clock(cursor_sim, monkeypatch) -> ShiftedClock:
-    shifted = ShiftedClock()
-    monkeypatch.setattr(cursor_sim, "clock", shifted)
-    return shifted
+    return shift_clock(cursor_sim, monkeypatch)
 
 
 @pytest.fixture

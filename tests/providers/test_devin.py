@@ -19,28 +19,14 @@ from execution.dispatch import dispatch_run
 from execution.models import RunEvent
 from execution.services import cancel as cancel_run
 from tests.factories import RunFactory
+from tests.providers.conftest import ShiftedClock, shift_clock
 
 KEY = DevinSimulator.default_token
 
 
-class ShiftedClock:
-    """The simulator's clock, moved forward on demand (no sleeping for output)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def skip(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 @pytest.fixture
 def clock(devin_sim, monkeypatch) -> ShiftedClock:
-    shifted = ShiftedClock()
-    monkeypatch.setattr(devin_sim, "clock", shifted)
-    return shifted
+    return shift_clock(devin_sim, monkeypatch)
 
 
 @pytest.fixture
