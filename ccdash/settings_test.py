@@ -30,6 +30,10 @@ if not os.environ.get("DATABASE_URL"):
             "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
+else:
+    # One PostgreSQL test database per pytest process too, so two runs on one
+    # server (two engineers, or CI beside a developer) never drop each other's.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_ccdash_{os.getpid()}"}
 
 # Processes an integration test starts (qcluster, reconcilers) must use the
 # database pytest-django created, not the configured one.
