@@ -37,6 +37,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "workspace_root",
         "default_provider_id",
         "allow_fallback_to_local",
+        "allow_self_approval",
         "links",
         "created_at",
     )

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from ccdash.roles import Action, Role, role_allows
+from ccdash.workspaces import validate_workspace_root
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -19,12 +20,20 @@ class ProjectQuerySet(models.QuerySet):
 class Project(models.Model):
     name = models.CharField(max_length=200)
     workspace_root = models.CharField(
-        max_length=1000, help_text="Absolute directory local runs are confined to."
+        max_length=1000,
+        validators=[validate_workspace_root],
+        help_text="Absolute directory local runs are confined to; "
+        "it must lie inside EXECUTION_WORKSPACES_ROOT.",
     )
     default_provider_id = models.CharField(max_length=64, default="local")
     allow_fallback_to_local = models.BooleanField(
         default=True,
         help_text="Run locally when the chosen provider is disabled, unhealthy or tripped.",
+    )
+    allow_self_approval = models.BooleanField(
+        default=False,
+        help_text="Let the creator of a run approve it (one-person projects). "
+        "Off: another approver must (four eyes).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

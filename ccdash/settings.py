@@ -171,6 +171,13 @@ else:
     # Without "orm" django-q2 silently tries Redis on localhost.
     Q_CLUSTER["orm"] = "default"
 
+# Every project's workspace must be a directory inside this one (symlinks
+# resolved): whoever sets a workspace chooses what local runs may touch.
+# A relative value is relative to the checkout.
+EXECUTION_WORKSPACES_ROOT = (
+    BASE_DIR / os.environ.get("EXECUTION_WORKSPACES_ROOT", str(VAR_DIR / "workspaces"))
+).resolve()
+
 # --- Execution ----------------------------------------------------------------------------
 
 EXECUTION = {

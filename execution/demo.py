@@ -54,7 +54,8 @@ def ensure_demo(simulator_host: str = "127.0.0.1") -> DemoInfo:
     if created:
         user.set_password(DEMO_PASSWORD)
         user.save()
-    workspace = Path(settings.VAR_DIR) / "demo-workspace"
+    # Inside the workspaces root, like every project's (ccdash.workspaces).
+    workspace = Path(settings.EXECUTION_WORKSPACES_ROOT) / "demo"
     workspace.mkdir(parents=True, exist_ok=True)
     project, _ = Project.objects.get_or_create(
         name=DEMO_PROJECT, defaults={"workspace_root": str(workspace)}

@@ -48,6 +48,16 @@ class ActionNotAllowed(Exception):
         self.code = code
 
 
+class ActionForbidden(Exception):
+    """The actor may not take this action on this run, whatever their role
+    (API: 403), e.g. approving their own run (``self_approval``)."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
 @dataclass(frozen=True)
 class RunRequest:
     command: str
@@ -153,11 +163,32 @@ def create_run(
     return run, True
 
 
+def check_four_eyes(run: Run, user) -> None:
+    """Raise ``ActionForbidden("self_approval")`` when ``user`` created ``run``
+    and its project does not allow self-approval.
+
+    Approving is the four-eyes act: it lets a command the policy held back
+    run. Rejecting is not checked: it only stops one's own run, which the
+    creator can do anyway by canceling it.
+    """
+    if (
+        run.created_by_id is not None
+        and run.created_by_id == getattr(user, "pk", None)
+        and not run.project.allow_self_approval
+    ):
+        raise ActionForbidden(
+            "You created this run, so another approver must approve it "
+            "(the project does not allow self-approval).",
+            "self_approval",
+        )
+
+
 def approve(run: Run, user) -> Run:
     if run.status != RunStatus.AWAITING_APPROVAL:
         raise ActionNotAllowed(
             f"Only a run awaiting approval can be approved (it is {run.status})."
         )
+    check_four_eyes(run, user)
     now = timezone.now()
     with transaction.atomic():
         if not transition(

@@ -18,6 +18,15 @@ def _fresh_http_clients():
     reset_clients()
 
 
+@pytest.fixture(autouse=True)
+def _workspaces_root(settings, tmp_path):
+    """Workspaces live in the test's own tmp directory: every workspace a test
+    makes under ``tmp_path`` is inside the configured root, as production
+    requires of real ones."""
+    settings.EXECUTION_WORKSPACES_ROOT = tmp_path
+    return tmp_path
+
+
 @pytest.fixture
 def workspace(tmp_path):
     root = tmp_path / "workspace"

@@ -6,12 +6,12 @@ Field names are camelCase (spec §5) and map to model attributes with
 
 from __future__ import annotations
 
-import os
-
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from ccdash.models import Project
 from ccdash.roles import Role
+from ccdash.workspaces import validate_workspace_root
 from connectors.errors import UnknownProvider
 from connectors.registry import adapter_class
 
@@ -41,6 +41,13 @@ class ProjectSerializer(serializers.ModelSerializer):
     allowFallbackToLocal = serializers.BooleanField(
         source="allow_fallback_to_local", required=False, default=True
     )
+    allowSelfApproval = serializers.BooleanField(
+        source="allow_self_approval",
+        required=False,
+        default=False,
+        help_text="Let a run's creator approve it. Off (the default): another "
+        "approver must (four eyes); approving your own run answers 403 self_approval.",
+    )
     role = serializers.ChoiceField(
         source="caller_role", choices=ROLE_CHOICES, read_only=True, allow_null=True
     )
@@ -54,19 +61,19 @@ class ProjectSerializer(serializers.ModelSerializer):
             "workspaceRoot",
             "defaultProviderId",
             "allowFallbackToLocal",
+            "allowSelfApproval",
             "role",
             "createdAt",
         ]
         read_only_fields = ["id"]
 
     def validate_workspaceRoot(self, value: str) -> str:
-        # Local runs are confined to this directory, so it must be real now:
-        # a relative or missing root would make every cwd check meaningless.
-        if not os.path.isabs(value):
-            raise serializers.ValidationError("Must be an absolute path.")
-        if not os.path.isdir(value):
-            raise serializers.ValidationError("Must be an existing directory.")
-        return os.path.normpath(value)
+        # Local runs are confined to this directory, so it must be real now and
+        # inside the operator's workspaces root (ccdash.workspaces says why).
+        try:
+            return validate_workspace_root(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
 
     def validate_defaultProviderId(self, value: str) -> str:
         try:

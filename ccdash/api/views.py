@@ -69,7 +69,17 @@ class ObtainTokenView(APIView):
 
 class ProjectListView(APIView):
     """``GET /api/projects/``: the caller's projects (not paginated: a user is a
-    member of a handful). ``POST``: create one; the creator becomes its admin."""
+    member of a handful). ``POST``: create one; the creator becomes its admin.
+
+    Creating a project needs the ``ccdash.add_project`` permission (superusers
+    have it; operators grant it to staff through a group): a project's admin
+    chooses the workspace local runs touch, so this is the platform
+    operator's decision, not self-service. Without it: 403
+    ``permission_denied``. ``workspaceRoot`` must be inside
+    ``EXECUTION_WORKSPACES_ROOT`` (``ccdash.workspaces``), else 400.
+    """
+
+    CREATE_PERMISSION = "ccdash.add_project"
 
     @extend_schema(responses={200: ProjectSerializer(many=True)}, summary="List my projects")
     def get(self, request: Request) -> Response:
@@ -78,10 +88,17 @@ class ProjectListView(APIView):
 
     @extend_schema(
         request=ProjectSerializer,
-        responses={201: ProjectSerializer, 400: ERROR_RESPONSES[400]},
-        summary="Create a project",
+        responses={201: ProjectSerializer, **{c: ERROR_RESPONSES[c] for c in (400, 401, 403)}},
+        summary="Create a project (needs the ccdash.add_project permission)",
     )
     def post(self, request: Request) -> Response:
+        if not request.user.has_perm(self.CREATE_PERMISSION):
+            raise ApiError(
+                status.HTTP_403_FORBIDDEN,
+                "permission_denied",
+                "Creating a project needs the ccdash.add_project permission; "
+                "ask a platform operator.",
+            )
         body = ProjectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         actor = request.user.get_username()

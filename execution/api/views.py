@@ -67,11 +67,14 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 @contextmanager
 def service_conflicts() -> Iterator[None]:
-    """Turn "the run's state does not allow this" into 409 with the service's code."""
+    """Turn "the run's state does not allow this" into 409 with the service's
+    code, and "not you" (four eyes) into 403 with its code."""
     try:
         yield
     except services.ActionNotAllowed as exc:
         raise Conflict(exc.message, exc.code) from exc
+    except services.ActionForbidden as exc:
+        raise ApiError(status.HTTP_403_FORBIDDEN, exc.code, exc.message) from exc
     except InvalidTransition as exc:
         # Services check the state first; this is a race with a worker.
         raise Conflict(f"{exc}; reload the run.") from exc
@@ -236,7 +239,10 @@ class RunViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         """Approver role. The body is optional; ``{"decision": "reject"}`` does
-        what ``reject`` does. A ``comment`` is recorded as an event."""
+        what ``reject`` does. A ``comment`` is recorded as an event.
+
+        Four eyes: the run's creator gets 403 ``self_approval`` unless the
+        project sets ``allowSelfApproval``; they may still reject it."""
         run = self.run_for(Action.APPROVE)
         body = ApproveSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)

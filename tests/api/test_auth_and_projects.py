@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -96,14 +97,29 @@ def test_an_invalid_token_is_401(db):
 # --- projects ------------------------------------------------------------------
 
 
-def test_create_project_makes_the_caller_its_admin(db, tmp_path):
-    user = UserFactory(username="founder")
+def project_creator(**fields):
+    """A staff user granted ``ccdash.add_project``, as a platform operator would."""
+    user = UserFactory(is_staff=True, **fields)
+    user.user_permissions.add(Permission.objects.get(codename="add_project"))
+    return user
+
+
+@pytest.fixture
+def new_workspace(tmp_path):
+    """A directory inside the configured workspaces root (tests/conftest.py)."""
+    path = tmp_path / "new-workspace"
+    path.mkdir()
+    return path
+
+
+def test_create_project_makes_the_caller_its_admin(db, new_workspace):
+    user = project_creator(username="founder")
 
     response = client_for(user).post(
         PROJECTS_URL,
         {
             "name": "New",
-            "workspaceRoot": str(tmp_path),
+            "workspaceRoot": str(new_workspace),
             "defaultProviderId": "local",
             "allowFallbackToLocal": False,
         },
@@ -113,9 +129,10 @@ def test_create_project_makes_the_caller_its_admin(db, tmp_path):
     assert response.status_code == 201
     body = response.json()
     assert body["name"] == "New"
-    assert body["workspaceRoot"] == str(tmp_path)
+    assert body["workspaceRoot"] == str(new_workspace)
     assert body["defaultProviderId"] == "local"
     assert body["allowFallbackToLocal"] is False
+    assert body["allowSelfApproval"] is False
     assert body["role"] == "admin"
     assert body["createdAt"]
     project = Project.objects.get(pk=body["id"])
@@ -123,9 +140,9 @@ def test_create_project_makes_the_caller_its_admin(db, tmp_path):
     assert AuditLog.objects.filter(project=project, action="project_created").exists()
 
 
-def test_create_project_defaults_to_local_with_fallback(db, tmp_path):
-    response = client_for(UserFactory()).post(
-        PROJECTS_URL, {"name": "New", "workspaceRoot": str(tmp_path)}, format="json"
+def test_create_project_defaults_to_local_with_fallback(db, new_workspace):
+    response = client_for(project_creator()).post(
+        PROJECTS_URL, {"name": "New", "workspaceRoot": str(new_workspace)}, format="json"
     )
 
     assert response.status_code == 201
@@ -133,34 +150,104 @@ def test_create_project_defaults_to_local_with_fallback(db, tmp_path):
     assert response.json()["allowFallbackToLocal"] is True
 
 
-@pytest.mark.parametrize("root", ["relative/dir", "/definitely/not/a/dir"])
-def test_create_project_needs_an_existing_absolute_workspace(db, root):
-    response = client_for(UserFactory()).post(
-        PROJECTS_URL, {"name": "New", "workspaceRoot": root}, format="json"
+def test_superuser_may_create_a_project(db, new_workspace):
+    root = UserFactory(is_staff=True, is_superuser=True)
+
+    response = client_for(root).post(
+        PROJECTS_URL, {"name": "New", "workspaceRoot": str(new_workspace)}, format="json"
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize("is_staff", [False, True])
+def test_create_project_without_the_add_project_permission_is_403(db, new_workspace, is_staff):
+    # An ordinary account used to create a project (becoming its admin) and
+    # choose any workspace, "/" included.
+    response = client_for(UserFactory(is_staff=is_staff)).post(
+        PROJECTS_URL, {"name": "Mine", "workspaceRoot": str(new_workspace)}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert error_code(response) == "permission_denied"
+    assert "ccdash.add_project" in response.json()["error"]["message"]
+    assert not Project.objects.exists()
+
+
+def _refused_workspace(root: str):
+    response = client_for(project_creator()).post(
+        PROJECTS_URL, {"name": "New", "workspaceRoot": root}, format="json"
+    )
+    assert response.status_code == 400, response.json()
     assert error_code(response) == "invalid"
     assert "workspaceRoot" in response.json()["error"]["fields"]
     assert not Project.objects.exists()
+    return response.json()["error"]["fields"]["workspaceRoot"]
+
+
+@pytest.mark.parametrize("root", ["relative/dir", "/definitely/not/a/dir", ""])
+def test_create_project_needs_an_existing_absolute_workspace(db, root):
+    _refused_workspace(root)
 
 
 def test_create_project_with_a_file_as_workspace_is_refused(db, tmp_path):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
 
-    response = client_for(UserFactory()).post(
-        PROJECTS_URL, {"name": "New", "workspaceRoot": str(a_file)}, format="json"
+    _refused_workspace(str(a_file))
+
+
+def test_workspace_root_slash_is_refused_for_staff_too(db):
+    assert _refused_workspace("/")
+
+
+def test_the_service_checkout_is_not_a_workspace(db, settings):
+    # Even with a root that contains the checkout (a careless "/").
+    settings.EXECUTION_WORKSPACES_ROOT = "/"
+    _refused_workspace(str(settings.BASE_DIR))
+    _refused_workspace(str(settings.BASE_DIR / "ccdash"))
+    _refused_workspace(str(settings.BASE_DIR.parent))
+
+
+def test_workspace_outside_the_root_is_refused(db, settings, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    settings.EXECUTION_WORKSPACES_ROOT = tmp_path / "root"
+    (tmp_path / "root").mkdir()
+
+    _refused_workspace(str(outside))
+    # The root itself is shared by every project: not a workspace either.
+    _refused_workspace(str(tmp_path / "root"))
+
+
+def test_workspace_reaching_outside_through_a_symlink_is_refused(db, settings, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "escape").symlink_to("/etc")
+    settings.EXECUTION_WORKSPACES_ROOT = root
+
+    _refused_workspace(str(root / "escape"))
+    _refused_workspace(str(root / ".." / ".." / ".."))
+
+
+def test_workspace_is_stored_resolved(db, settings, tmp_path):
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "link").symlink_to(root / "real")
+    settings.EXECUTION_WORKSPACES_ROOT = root
+
+    response = client_for(project_creator()).post(
+        PROJECTS_URL, {"name": "New", "workspaceRoot": str(root / "link")}, format="json"
     )
 
-    assert response.status_code == 400
-    assert "workspaceRoot" in response.json()["error"]["fields"]
+    assert response.status_code == 201
+    assert Project.objects.get().workspace_root == str(root / "real")
 
 
-def test_create_project_with_unknown_default_provider_is_refused(db, tmp_path):
-    response = client_for(UserFactory()).post(
+def test_create_project_with_unknown_default_provider_is_refused(db, new_workspace):
+    response = client_for(project_creator()).post(
         PROJECTS_URL,
-        {"name": "New", "workspaceRoot": str(tmp_path), "defaultProviderId": "nope"},
+        {"name": "New", "workspaceRoot": str(new_workspace), "defaultProviderId": "nope"},
         format="json",
     )
 
@@ -181,6 +268,7 @@ def test_project_list_shows_only_the_callers_projects_with_their_role(
             "workspaceRoot": project.workspace_root,
             "defaultProviderId": "local",
             "allowFallbackToLocal": True,
+            "allowSelfApproval": False,
             "role": "operator",
             "createdAt": response.json()[0]["createdAt"],
         }
