@@ -102,11 +102,6 @@ HARD_LIMIT_S = 420.0
 WARMUP_RUNS = 600
 # The adapters' timeouts (connect, read); B uses the same.
 POLL_TIMEOUT = (3.05, 10.0)
-SIM_SETTINGS: dict[str, dict[str, Any]] = {
-    "github_actions": {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
-    "cursor": {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
-    "devin": {},
-}
 RUNNING_RAW = {"github_actions": "in_progress", "cursor": "RUNNING", "devin": "working"}
 
 
@@ -127,7 +122,7 @@ class Simulators:
                 sys.executable,
                 "-m",
                 "connectors.simulators",
-                "--github-port=0",
+                "--github-actions-port=0",
                 "--cursor-port=0",
                 "--devin-port=0",
                 f"--latency-ms={latency_ms:g}",
@@ -220,7 +215,7 @@ def seed_runs(sims: Simulators, total: int) -> tuple[list[Seeded], float]:
     """Seed ``total`` held-running runs, as evenly as possible over the
     providers, interleaved (a claimed batch mixes providers, as in life).
     Returns them and the time after which Devin adds no more messages."""
-    from connectors.simulators.devin import MESSAGE_LIMIT, MESSAGE_SECONDS
+    from connectors.providers.devin.simulator import MESSAGE_LIMIT, MESSAGE_SECONDS
 
     share, extra = divmod(total, len(PROVIDERS))
     counts = {p: share + (i < extra) for i, p in enumerate(PROVIDERS)}
@@ -281,17 +276,22 @@ def create_project(sims: Simulators):
     project = Project.objects.create(
         name=f"benchmark {uuid.uuid4().hex[:8]}", workspace_root=str(workspace)
     )
-    secret_field = {"github_actions": "token", "cursor": "apiKey", "devin": "apiKey"}
+    from connectors.simulators import simulator_classes
+
     for provider_id in PROVIDERS:
+        simulator = simulator_classes()[provider_id]
         services.update_config(
             project,
             provider_id,
             actor="benchmark",
             enabled=True,
-            settings={**SIM_SETTINGS[provider_id], "baseUrl": sims.urls[provider_id]},
+            settings={**simulator.demo_settings, "baseUrl": sims.urls[provider_id]},
         )
         services.write_credentials(
-            project, provider_id, {secret_field[provider_id]: sims.tokens[provider_id]}, user=None
+            project,
+            provider_id,
+            {simulator.token_field: sims.tokens[provider_id]},
+            user=None,
         )
     return project
 

@@ -1,24 +1,30 @@
 """Provider id → adapter class: the explicit table the admin, the API, routing
-and the conformance tests read. Adding a provider is one line here (plus its
-adapter module and a conformance test module)."""
+and the conformance tests read. It is built from
+``connectors.providers.PROVIDER_IDS``: adding a provider is one folder
+(``connectors/providers/<id>/adapter.py`` exporting ``ADAPTER``), one line
+there and one conformance test (see docs/providers.md)."""
 
 from __future__ import annotations
 
-from connectors.adapters.cursor import CursorAdapter
-from connectors.adapters.devin import DevinAdapter
-from connectors.adapters.github_actions import GitHubActionsAdapter
-from connectors.adapters.local import LocalAdapter
+from importlib import import_module
+
 from connectors.base import ProviderAdapter
 from connectors.errors import UnknownProvider
+from connectors.providers import PROVIDER_IDS
 
 LOCAL_PROVIDER_ID = "local"
 
-REGISTRY: dict[str, type[ProviderAdapter]] = {
-    "local": LocalAdapter,
-    "github_actions": GitHubActionsAdapter,
-    "cursor": CursorAdapter,
-    "devin": DevinAdapter,
-}
+
+def _load(provider_id: str) -> type[ProviderAdapter]:
+    adapter = import_module(f"connectors.providers.{provider_id}.adapter").ADAPTER
+    if not (isinstance(adapter, type) and issubclass(adapter, ProviderAdapter)):
+        raise TypeError(f"connectors.providers.{provider_id}.adapter.ADAPTER is not an adapter")
+    if adapter.provider_id != provider_id:
+        raise TypeError(f"{adapter.__name__}.provider_id is not {provider_id!r}")
+    return adapter
+
+
+REGISTRY: dict[str, type[ProviderAdapter]] = {pid: _load(pid) for pid in PROVIDER_IDS}
 
 
 def adapter_class(provider_id: str) -> type[ProviderAdapter]:

@@ -83,11 +83,6 @@ class RunAdmin(admin.ModelAdmin):
         for run in queryset:
             try:
                 reconciler.reconcile_run(run.pk, actor=actor)
-            except NotImplementedError:
-                self.message_user(
-                    request, "Reconciliation is not available in this build.", messages.WARNING
-                )
-                return
             except Exception as exc:
                 message = project_redactor(run.project_id).scrub(str(exc))
                 logger.warning("admin reconcile of run %s failed: %s", run.pk, message)

@@ -1,7 +1,7 @@
 """The demo set-up that ``make run`` performs: an admin user, a demo project
-with its workspace, and every external provider configured against the local
-simulators (their default fake tokens), so a new user can launch a run on each
-provider from the first minute. Idempotent."""
+with its workspace, and every external provider configured against its local
+simulator (each simulator declares its port, fake token and demo settings), so
+a new user can launch a run on each provider from the first minute. Idempotent."""
 
 from __future__ import annotations
 
@@ -15,25 +15,11 @@ from django.db import transaction
 from ccdash.models import Membership, Project
 from connectors.models import ProviderConfig, ProviderCredential
 from connectors.registry import REGISTRY
+from connectors.simulators import simulator_classes
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "admin"
 DEMO_PROJECT = "Demo project"
-
-# Simulator ports (python -m connectors.simulators defaults) and fake tokens.
-SIMULATED_PROVIDERS: dict[str, dict] = {
-    "github_actions": {
-        "port": 8701,
-        "settings": {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
-        "credentials": {"token": "sim-github-token"},
-    },
-    "cursor": {
-        "port": 8702,
-        "settings": {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
-        "credentials": {"apiKey": "sim-cursor-key"},
-    },
-    "devin": {"port": 8703, "settings": {}, "credentials": {"apiKey": "sim-devin-key"}},
-}
 
 
 @dataclass(frozen=True)
@@ -62,12 +48,13 @@ def ensure_demo(simulator_host: str = "127.0.0.1") -> DemoInfo:
     )
     Membership.objects.get_or_create(project=project, user=user, defaults={"role": "admin"})
     configured = []
-    for provider_id, demo in SIMULATED_PROVIDERS.items():
-        adapter = REGISTRY.get(provider_id)
-        if adapter is None:
-            continue
+    for provider_id, simulator in simulator_classes().items():
+        adapter = REGISTRY[provider_id]
         settings_ = adapter.validate_config(
-            {**demo["settings"], "baseUrl": f"http://{simulator_host}:{demo['port']}"}
+            {
+                **simulator.demo_settings,
+                "baseUrl": f"http://{simulator_host}:{simulator.default_port}",
+            }
         )
         config, _ = ProviderConfig.objects.update_or_create(
             project=project,
@@ -75,7 +62,7 @@ def ensure_demo(simulator_host: str = "127.0.0.1") -> DemoInfo:
             defaults={"enabled": True, "settings": settings_},
         )
         credential, _ = ProviderCredential.objects.get_or_create(config=config)
-        credential.values = demo["credentials"]
+        credential.values = simulator.demo_credentials()
         credential.save()
         configured.append(provider_id)
     return DemoInfo(DEMO_USERNAME, DEMO_PASSWORD, project.pk, workspace, tuple(configured))

@@ -34,7 +34,6 @@ _DESCRIPTIONS = {
     403: "Your role in the project does not allow this (permission_denied).",
     404: "Not found, or not in one of your projects.",
     409: "The run's state does not allow this action.",
-    501: "Not implemented yet (not_implemented).",
 }
 
 ERROR_RESPONSES: dict[int, OpenApiResponse] = {

@@ -1,4 +1,4 @@
-"""Provider API bodies and answers (camelCase, spec §5).
+"""Provider API bodies and answers (camelCase, as the whole API).
 
 Request serializers validate the envelope only; settings and credentials are
 validated by the provider's adapter (``connectors.services``). Answer

@@ -1,4 +1,4 @@
-"""Provider routes, included under ``/api/execution/`` (spec §5)."""
+"""Provider routes, included under ``/api/execution/``."""
 
 from __future__ import annotations
 

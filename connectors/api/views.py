@@ -1,4 +1,4 @@
-"""Provider API (spec §5): list providers, write config and credentials, check health.
+"""Provider API: list providers, write config and credentials, check health.
 
 Scoping and roles follow ``ccdash.api.permissions``: a project outside the
 caller's projects answers 404, a role below the action's minimum 403, no

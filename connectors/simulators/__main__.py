@@ -1,8 +1,9 @@
-"""``python -m connectors.simulators``: run all three provider simulators.
+"""``python -m connectors.simulators``: run every provider simulator.
 
 Prints each simulator's URL and default token, then serves until SIGINT or
-SIGTERM. Ports default to 8701 (GitHub Actions), 8702 (Cursor), 8703 (Devin);
-``0`` picks a free port.
+SIGTERM. Each simulator listens on its declared ``default_port`` unless
+``--<provider-id>-port`` says otherwise (``--github-actions-port 0``; ``0``
+picks a free port).
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from connectors.simulators import DEFAULT_PORTS, SIMULATORS, SimulatorServer
+from connectors.simulators import SimulatorServer, simulator_classes
+
+
+def _flag(provider_id: str) -> str:
+    return f"--{provider_id.replace('_', '-')}-port"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m connectors.simulators",
-        description="Serve the GitHub Actions, Cursor and Devin simulators on 127.0.0.1.",
+        description="Serve every provider simulator on 127.0.0.1.",
     )
-    parser.add_argument("--github-port", type=int, default=DEFAULT_PORTS["github_actions"])
-    parser.add_argument("--cursor-port", type=int, default=DEFAULT_PORTS["cursor"])
-    parser.add_argument("--devin-port", type=int, default=DEFAULT_PORTS["devin"])
+    for provider_id, simulator_class in simulator_classes().items():
+        parser.add_argument(
+            _flag(provider_id),
+            dest=f"port_{provider_id}",
+            type=int,
+            default=simulator_class.default_port,
+            help=f"{provider_id} simulator port (default {simulator_class.default_port})",
+        )
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="delay added to every API request"
     )
@@ -32,18 +42,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    ports = {
-        "github_actions": args.github_port,
-        "cursor": args.cursor_port,
-        "devin": args.devin_port,
-    }
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     simulators: list[SimulatorServer] = []
     try:
-        for provider_id, simulator_class in SIMULATORS.items():
-            simulator = simulator_class(ports[provider_id], latency_ms=args.latency_ms)
+        for provider_id, simulator_class in simulator_classes().items():
+            port = getattr(args, f"port_{provider_id}")
+            simulator = simulator_class(port, latency_ms=args.latency_ms)
             simulators.append(simulator.start())
             print(f"{provider_id}: {simulator.url} (token {simulator.default_token})", flush=True)
         while not stop.wait(0.1):

@@ -1,8 +1,8 @@
 """Shared machinery of the provider simulators.
 
 A simulator is a real HTTP server on loopback that stands in for one external
-provider. It follows the provider facts in ``/work/shared/spec/providers.md``
-(paths, status codes, bodies, headers), not any adapter's convenience. Pure
+provider. It follows the provider's published API description (paths, status codes,
+bodies, headers), not any adapter's convenience. Pure
 standard library, no Django: it starts instantly and can run in its own
 process (``python -m connectors.simulators``).
 
@@ -449,6 +449,13 @@ class SimulatorServer(ABC):
     provider: ClassVar[str] = "base"
     default_token: ClassVar[str] = ""
     default_options: ClassVar[dict[str, Any]] = {}
+    # What the runner (``python -m connectors.simulators``), the demo and the
+    # tests need to point the provider's adapter at this simulator: the port
+    # the runner binds by default, the adapter's credential field that takes
+    # ``default_token``, and adapter settings that make a working demo.
+    default_port: ClassVar[int] = 0
+    token_field: ClassVar[str] = ""
+    demo_settings: ClassVar[dict[str, Any]] = {}
 
     QUEUED_STATE: ClassVar[str | None] = None
     RUNNING_STATE: ClassVar[str] = "running"
@@ -483,6 +490,11 @@ class SimulatorServer(ABC):
         self._add_control_routes()
         self.add_routes(self._router)
         self._reset_state()
+
+    @classmethod
+    def demo_credentials(cls) -> dict[str, str]:
+        """Adapter credentials this simulator accepts (``{token_field: default_token}``)."""
+        return {cls.token_field: cls.default_token}
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -307,7 +307,7 @@ class RunViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=None,
-        responses={200: RunSerializer, **_errors(401, 403, 404, 409, 501)},
+        responses={200: RunSerializer, **_errors(401, 403, 404, 409)},
         parameters=[RUN_ID],
         summary="Reconcile a run with its provider now",
     )
@@ -315,13 +315,6 @@ class RunViewSet(viewsets.GenericViewSet):
     def reconcile(self, request: Request, pk: str) -> Response:
         """Operator role. Polls the provider now and answers the updated run."""
         run = self.run_for(Action.RECONCILE)
-        try:
-            with service_conflicts():
-                reconciler.reconcile_run(run.pk, actor=services.actor_name(request.user))
-        except NotImplementedError:
-            raise ApiError(
-                status.HTTP_501_NOT_IMPLEMENTED,
-                "not_implemented",
-                "Manual reconciliation is not available yet.",
-            ) from None
+        with service_conflicts():
+            reconciler.reconcile_run(run.pk, actor=services.actor_name(request.user))
         return self.answer(self.run_for(Action.READ))

@@ -565,20 +565,6 @@ def test_operator_reconciles_a_run(project, operator, operator_client, monkeypat
     assert calls == [(run.pk, operator.username)]
 
 
-def test_reconcile_not_implemented_yet_is_501(project, operator_client, monkeypatch):
-    run = make_run(project, status="running")
-
-    def not_yet(run_id, *, actor="system"):
-        raise NotImplementedError
-
-    monkeypatch.setattr(reconciler, "reconcile_run", not_yet)
-
-    response = operator_client.post(run_url(run.pk, "reconcile"))
-
-    assert response.status_code == 501
-    assert error_code(response) == "not_implemented"
-
-
 def test_viewer_cannot_reconcile(project, viewer_client, monkeypatch):
     run = make_run(project, status="running")
     monkeypatch.setattr(reconciler, "reconcile_run", pytest.fail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.testing.fake_adapter import FakeBackend, use_fake_provider
+from tests.support.fake_adapter import FakeBackend, use_fake_provider
 
 
 @pytest.fixture

@@ -238,24 +238,6 @@ def test_reconcile_now_calls_the_reconciler_for_each_selected_run(staff, project
     assert "Reconciled 2 run(s)." in response.content.decode()
 
 
-def test_reconcile_now_tolerates_a_missing_reconciler(staff, project, monkeypatch):
-    run = RunFactory(project=project)
-
-    def not_yet(run_id, actor="system"):
-        raise NotImplementedError
-
-    monkeypatch.setattr(reconciler, "reconcile_run", not_yet)
-
-    response = staff.post(
-        "/admin/execution/run/",
-        {"action": "reconcile_now", "_selected_action": [run.pk]},
-        follow=True,
-    )
-
-    assert response.status_code == 200
-    assert "not available" in response.content.decode()
-
-
 def test_project_page_shows_members_inline(staff, project):
     MembershipFactory(project=project, user=UserFactory(username="alice"), role="approver")
 

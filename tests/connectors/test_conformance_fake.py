@@ -27,8 +27,8 @@ from connectors.base import (
 )
 from connectors.errors import ConnectorError
 from connectors.http import raise_for_status
-from connectors.testing.conformance import AdapterConformance
-from connectors.testing.fake_adapter import FakeAdapter, use_fake_provider
+from tests.support.conformance import AdapterConformance
+from tests.support.fake_adapter import FakeAdapter, use_fake_provider
 
 
 class TestFakeConformance(AdapterConformance):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from connectors.adapters.local import LocalAdapter
-from connectors.testing.conformance import AdapterConformance
+from connectors.providers.local.adapter import LocalAdapter
+from tests.support.conformance import AdapterConformance
 
 
 class TestLocalConformance(AdapterConformance):

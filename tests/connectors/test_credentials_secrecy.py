@@ -131,7 +131,6 @@ def test_the_secret_appears_nowhere(
         "POST reconcile",
         operator_client.post(f"{api}/runs/{accepted.pk}/reconcile"),
         200,
-        501,  # before the reconciler lands
     )
     seen.response("POST cancel", operator_client.post(f"{api}/runs/{accepted.pk}/cancel"), 200, 202)
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from connectors import services
-from connectors.testing.fake_adapter import SimulatedCrash
 from execution.dispatch import dispatch_run
 from execution.models import RunEvent
 from execution.services import RunRequest, create_run
 from tests.factories import RunFactory
+from tests.support.fake_adapter import SimulatedCrash
 
 pytestmark = pytest.mark.django_db
 

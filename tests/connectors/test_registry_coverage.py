@@ -11,7 +11,7 @@ import pytest
 
 from connectors import registry
 from connectors.base import ProviderAdapter
-from connectors.testing.conformance import AdapterConformance
+from tests.support.conformance import AdapterConformance
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 

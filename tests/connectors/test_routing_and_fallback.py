@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from connectors import circuit, services
 from connectors.models import HealthStatus, ProviderCircuit, ProviderConfig
-from connectors.testing.fake_adapter import FakeAdapter
 from execution.dispatch import dispatch_run
 from execution.models import Run, RunEvent
 from execution.services import RunRequest, create_run
 from tests.factories import RunFactory
+from tests.support.fake_adapter import FakeAdapter
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 # Imported fixtures are registered by pytest in this directory's tests.
 from tests.providers.conftest import (  # noqa: F401
-    _cursor_server,
-    _devin_server,
-    _github_server,
     cursor_sim,
     devin_sim,
     github_sim,
+    sim_for,
+    simulator_servers,
 )

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from connectors.simulators import simulator_classes
 from execution.models import Run, RunEvent
 from execution.reconciler import reconcile_sweep
 from tests.conftest import client_for
@@ -33,26 +33,9 @@ HELD = "echo e2e [sim:hold]"
 @dataclass(frozen=True)
 class Provider:
     id: str
-    sim_fixture: str
-    settings: dict[str, Any]
-    secret_field: str
 
 
-CASES = [
-    Provider(
-        "github_actions",
-        "github_sim",
-        {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
-        "token",
-    ),
-    Provider(
-        "cursor",
-        "cursor_sim",
-        {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
-        "apiKey",
-    ),
-    Provider("devin", "devin_sim", {}, "apiKey"),
-]
+CASES = [Provider(pid) for pid in simulator_classes()]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +52,7 @@ def provider(request) -> Provider:
 
 @pytest.fixture
 def sim(provider, request):
-    return request.getfixturevalue(provider.sim_fixture)
+    return request.getfixturevalue("sim_for")(provider.id)
 
 
 @pytest.fixture
@@ -86,14 +69,14 @@ def configured(project, admin_member, provider, sim):
         {
             "projectId": project.pk,
             "enabled": True,
-            "settings": {**provider.settings, "baseUrl": sim.url},
+            "settings": {**sim.demo_settings, "baseUrl": sim.url},
         },
         format="json",
     )
     assert config.status_code == 200, config.content
     credentials = admin.post(
         f"{PROVIDERS}/{provider.id}/credentials",
-        {"projectId": project.pk, "credentials": {provider.secret_field: sim.default_token}},
+        {"projectId": project.pk, "credentials": sim.demo_credentials()},
         format="json",
     )
     assert credentials.status_code in (200, 201), credentials.content

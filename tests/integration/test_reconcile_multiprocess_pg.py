@@ -28,7 +28,8 @@ from django.db import connection
 from django.utils import timezone
 
 from connectors import services
-from connectors.simulators import CursorSimulator, DevinSimulator, GitHubActionsSimulator
+from connectors.providers.cursor.simulator import CursorSimulator
+from connectors.simulators import simulator_classes
 from execution.models import Run
 from tests.integration.processes import service_env, start, stop, wait_for
 
@@ -46,22 +47,12 @@ RUNS = 2000
 INTERVAL_S = 2.0
 # Status requests, by simulator route kind (log requests have other kinds).
 STATUS_KINDS = {"github_actions": "get_run", "cursor": "get_run", "devin": "get_session"}
-SETTINGS = {
-    "github_actions": {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
-    "cursor": {"repository": "https://github.com/ccdash/demo", "startingRef": "main"},
-    "devin": {},
-}
-SECRET_FIELD = {"github_actions": "token", "cursor": "apiKey", "devin": "apiKey"}
 RAW_RUNNING = {"github_actions": "in_progress", "cursor": "RUNNING", "devin": "working"}
 
 
 @pytest.fixture(scope="module")
 def simulators() -> Iterator[dict]:
-    servers = {
-        "github_actions": GitHubActionsSimulator(port=0).start(),
-        "cursor": CursorSimulator(port=0).start(),
-        "devin": DevinSimulator(port=0).start(),
-    }
+    servers = {pid: cls(port=0).start() for pid, cls in simulator_classes().items()}
     yield servers
     for server in servers.values():
         server.stop()
@@ -95,11 +86,9 @@ def held_runs(transactional_db, project, simulators) -> list[int]:
             provider_id,
             actor="test",
             enabled=True,
-            settings={**SETTINGS[provider_id], "baseUrl": sim.url},
+            settings={**sim.demo_settings, "baseUrl": sim.url},
         )
-        services.write_credentials(
-            project, provider_id, {SECRET_FIELD[provider_id]: sim.default_token}, user=None
-        )
+        services.write_credentials(project, provider_id, sim.demo_credentials(), user=None)
     agents = cursor_agents(simulators["cursor"])
     now = timezone.now()
     fetched = time.time()

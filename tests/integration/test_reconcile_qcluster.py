@@ -19,9 +19,9 @@ from django.utils import timezone
 from django_q.models import Schedule, Task
 
 from connectors import services
-from connectors.adapters.github_actions import GitHubActionsAdapter
 from connectors.base import RunSpec, Secrets
-from connectors.simulators import GitHubActionsSimulator
+from connectors.providers.github_actions.adapter import GitHubActionsAdapter
+from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution.models import Run
 from execution.reconciler import SCHEDULE_NAME, SCHEDULED_TASK
 from tests.factories import RunFactory

@@ -1,5 +1,10 @@
 """Simulator fixtures: one real HTTP server per provider for the session,
-reset before every test (runs, faults, request log)."""
+reset before every test (runs, faults, request log).
+
+``simulator_servers`` serves every simulator of the registry; the
+``<short name>_sim`` fixtures (``github_sim``, ``cursor_sim``, ``devin_sim``)
+and ``sim_for(provider_id)`` hand one out, reset.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +12,42 @@ import time
 
 import pytest
 
-from connectors.simulators import CursorSimulator, DevinSimulator, GitHubActionsSimulator
-
-
-def _session_sim(cls):
-    server = cls(port=0).start()
-    yield server
-    server.stop()
+from connectors.simulators import SimulatorServer, simulator_classes
 
 
 @pytest.fixture(scope="session")
-def _github_server():
-    yield from _session_sim(GitHubActionsSimulator)
-
-
-@pytest.fixture(scope="session")
-def _cursor_server():
-    yield from _session_sim(CursorSimulator)
-
-
-@pytest.fixture(scope="session")
-def _devin_server():
-    yield from _session_sim(DevinSimulator)
+def simulator_servers():
+    servers = {pid: cls(port=0).start() for pid, cls in simulator_classes().items()}
+    yield servers
+    for server in servers.values():
+        server.stop()
 
 
 @pytest.fixture
-def github_sim(_github_server):
-    _github_server.reset()
-    return _github_server
+def sim_for(simulator_servers):
+    """``sim_for(provider_id)``: that provider's simulator, reset."""
+
+    def get(provider_id: str) -> SimulatorServer:
+        server = simulator_servers[provider_id]
+        server.reset()
+        return server
+
+    return get
 
 
 @pytest.fixture
-def cursor_sim(_cursor_server):
-    _cursor_server.reset()
-    return _cursor_server
+def github_sim(sim_for):
+    return sim_for("github_actions")
 
 
 @pytest.fixture
-def devin_sim(_devin_server):
-    _devin_server.reset()
-    return _devin_server
+def cursor_sim(sim_for):
+    return sim_for("cursor")
+
+
+@pytest.fixture
+def devin_sim(sim_for):
+    return sim_for("devin")
 
 
 class ShiftedClock:

@@ -12,13 +12,13 @@ import pytest
 import requests
 import urllib3
 
-from connectors.adapters import cursor as cursor_module
-from connectors.adapters.cursor import CursorAdapter
-from connectors.adapters.sse import SseEvent, SseParser, read_events
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.errors import AuthError, ConfigurationError, RateLimited, RunNotFound
 from connectors.models import ProviderConfig, ProviderCredential
-from connectors.simulators import CursorSimulator
+from connectors.providers.cursor import adapter as cursor_module
+from connectors.providers.cursor.adapter import CursorAdapter
+from connectors.providers.cursor.simulator import CursorSimulator
+from connectors.sse import SseEvent, SseParser, read_events
 from execution import dispatch as dispatch_module
 from execution.dispatch import dispatch_run
 from execution.models import RunEvent

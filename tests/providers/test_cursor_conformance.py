@@ -8,11 +8,11 @@ from unittest import mock
 
 import pytest
 
-from connectors.adapters import cursor as cursor_module
-from connectors.adapters.cursor import CursorAdapter
 from connectors.base import ProviderAdapter, RunRef, Secrets
-from connectors.simulators import CursorSimulator
-from connectors.testing.conformance import AdapterConformance, Call
+from connectors.providers.cursor import adapter as cursor_module
+from connectors.providers.cursor.adapter import CursorAdapter
+from connectors.providers.cursor.simulator import CursorSimulator
+from tests.support.conformance import AdapterConformance, Call
 
 
 class TestCursorConformance(AdapterConformance):

@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from connectors.adapters.devin import DevinAdapter, prompt_marker, run_tag
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.errors import AuthError, RateLimited, RunNotFound
 from connectors.models import ProviderConfig, ProviderCredential
-from connectors.simulators import DevinSimulator
+from connectors.providers.devin.adapter import DevinAdapter, prompt_marker, run_tag
+from connectors.providers.devin.simulator import DevinSimulator
 from execution import dispatch as dispatch_module
 from execution.dispatch import dispatch_run
 from execution.models import RunEvent

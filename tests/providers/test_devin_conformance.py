@@ -6,11 +6,11 @@ from unittest import mock
 
 import pytest
 
-from connectors.adapters import devin as devin_module
-from connectors.adapters.devin import DevinAdapter
 from connectors.base import ProviderAdapter, RunRef, Secrets
-from connectors.simulators import DevinSimulator
-from connectors.testing.conformance import AdapterConformance, Call
+from connectors.providers.devin import adapter as devin_module
+from connectors.providers.devin.adapter import DevinAdapter
+from connectors.providers.devin.simulator import DevinSimulator
+from tests.support.conformance import AdapterConformance, Call
 
 
 class TestDevinConformance(AdapterConformance):

@@ -11,13 +11,13 @@ import pytest
 import requests
 
 from connectors import services
-from connectors.adapters import github_actions
-from connectors.adapters.github_actions import GitHubActionsAdapter
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.errors import AuthError, ConfigurationError, RateLimited, TransientError
 from connectors.http import HttpClient
 from connectors.models import HealthStatus, ProviderConfig
-from connectors.simulators import GitHubActionsSimulator
+from connectors.providers.github_actions import adapter as github_actions
+from connectors.providers.github_actions.adapter import GitHubActionsAdapter
+from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution import dispatch as dispatch_module
 from execution.dispatch import dispatch_run
 from execution.models import Run, RunEvent

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.adapters.github_actions import GitHubActionsAdapter
 from connectors.base import RunRef, Secrets
-from connectors.simulators import GitHubActionsSimulator
-from connectors.testing.conformance import AdapterConformance
+from connectors.providers.github_actions.adapter import GitHubActionsAdapter
+from connectors.providers.github_actions.simulator import GitHubActionsSimulator
+from tests.support.conformance import AdapterConformance
 
 SETTINGS = {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"}
 CONCLUSIONS = (

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from connectors import services as connector_services
-from connectors.simulators import CursorSimulator, DevinSimulator, GitHubActionsSimulator
+from connectors.simulators import simulator_classes
 from execution.models import Run, RunEvent
 from execution.reconciler import reconcile_sweep
 from execution.services import RunRequest, create_run
@@ -16,38 +16,31 @@ from tests.reconcile.conftest import make_due
 
 pytestmark = pytest.mark.django_db
 
-PROVIDERS = {
-    "github_actions": (
-        GitHubActionsSimulator,
-        {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"},
-        "token",
-    ),
-    "cursor": (CursorSimulator, {"repository": "https://github.com/ccdash/demo"}, "apiKey"),
-    "devin": (DevinSimulator, {}, "apiKey"),
-}
+PROVIDERS = list(simulator_classes())
 
 
 @pytest.fixture(scope="module")
 def simulators():
-    servers = {pid: cls(port=0).start() for pid, (cls, _, _) in PROVIDERS.items()}
+    servers = {pid: cls(port=0).start() for pid, cls in simulator_classes().items()}
     yield servers
     for server in servers.values():
         server.stop()
 
 
-@pytest.mark.parametrize("provider_id", list(PROVIDERS))
+@pytest.mark.parametrize("provider_id", PROVIDERS)
 def test_a_simulated_run_is_reconciled_to_succeeded_by_sweeps_alone(
     provider_id, simulators, project, operator, django_capture_on_commit_callbacks
 ):
-    cls, settings, secret = PROVIDERS[provider_id]
     sim = simulators[provider_id]
     sim.reset()
     connector_services.update_config(
-        project, provider_id, actor="test", enabled=True, settings={**settings, "baseUrl": sim.url}
+        project,
+        provider_id,
+        actor="test",
+        enabled=True,
+        settings={**sim.demo_settings, "baseUrl": sim.url},
     )
-    connector_services.write_credentials(
-        project, provider_id, {secret: cls.default_token}, user=None
-    )
+    connector_services.write_credentials(project, provider_id, sim.demo_credentials(), user=None)
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = create_run(
             project, operator, RunRequest(command="echo hi", provider_id=provider_id)

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from connectors.simulators import CursorSimulator
+from connectors.providers.cursor.simulator import CursorSimulator
 
 KEY = CursorSimulator.default_token
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from connectors.simulators import DevinSimulator
+from connectors.providers.devin.simulator import DevinSimulator
 
 KEY = DevinSimulator.default_token
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from connectors.simulators import GitHubActionsSimulator
+from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 
 TOKEN = GitHubActionsSimulator.default_token
 REPO = "/repos/acme/app"
@@ -604,7 +604,7 @@ def test_sixty_four_concurrent_clients_are_all_served(sim):
 def test_module_entry_point_serves_all_three_and_stops_on_sigterm():
     repo_root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
-    ports = ["--github-port", "0", "--cursor-port", "0", "--devin-port", "0"]
+    ports = ["--github-actions-port", "0", "--cursor-port", "0", "--devin-port", "0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "connectors.simulators", *ports],
         stdout=subprocess.PIPE,

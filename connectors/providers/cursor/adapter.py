@@ -1,4 +1,4 @@
-"""Cursor Cloud Agents API v1 (providers.md § Cursor).
+"""Cursor Cloud Agents API v1.
 
 Facts relied on (https://cursor.com/docs/cloud-agent/api/endpoints and the
 official ``cloud-agents-openapi.yaml``):
@@ -30,7 +30,6 @@ from typing import Any
 
 import requests
 
-from connectors.adapters.sse import SseEvent, read_events
 from connectors.base import (
     TERMINAL,
     CancelResult,
@@ -47,6 +46,7 @@ from connectors.base import (
 )
 from connectors.errors import ConnectorError, RunNotFound, TransientError
 from connectors.http import raise_for_status
+from connectors.sse import SseEvent, read_events
 
 # (connect, read) seconds for ordinary calls.
 TIMEOUT: tuple[float, float] = (3.05, 10.0)
@@ -335,3 +335,6 @@ def _log_entry(event: SseEvent) -> LogEntry:
     else:  # assistant, result and any event type added later
         text = str(data.get("text") or data.get("summary") or data.get("message") or event.data)
     return LogEntry(stream="provider", text=text, payload=payload)
+
+
+ADAPTER = CursorAdapter

@@ -1,6 +1,6 @@
 """Devin API v1 (``devin``): one Devin session per CCDash run.
 
-Provider facts relied on (providers.md § Devin; https://docs.devin.ai/api-reference/v1):
+Provider facts relied on (https://docs.devin.ai/api-reference/v1):
 
 - ``Authorization: Bearer <apiKey>``; base URL ``https://api.devin.ai``. The
   vendor labels v1 alpha, so every answer is read tolerantly: missing fields
@@ -298,3 +298,6 @@ def _message_entry(message: Mapping[str, Any]) -> LogEntry:
         if message.get(source)
     }
     return LogEntry(stream, str(message.get("message") or ""), payload)
+
+
+ADAPTER = DevinAdapter

@@ -1,5 +1,5 @@
 """GitHub Actions: a CCDash run is one ``workflow_dispatch`` run of a configured
-workflow (providers.md § GitHub Actions; https://docs.github.com/rest/actions).
+workflow (https://docs.github.com/rest/actions).
 
 The workflow must declare two inputs: the command (``commandInput``, default
 ``command``) and ``ccdash_run_id`` (our ``dispatch_key``), and should echo the
@@ -78,7 +78,7 @@ class GitHubActionsAdapter(ProviderAdapter):
         ),
     )
     secret_fields = (ConfigField("token", "Token", required=True),)
-    # Native status, or "completed/<conclusion>". Decisions beyond providers.md:
+    # Native status, or "completed/<conclusion>". Decisions beyond the docs:
     # - waiting → waiting: a deployment environment waits for a reviewer, a
     #   person must act (as Devin's "blocked"); it can follow in_progress, which
     #   "queued" could not (running → queued is not a transition).
@@ -378,3 +378,6 @@ def _message(response: requests.Response) -> str:
     except ValueError:
         return response.text[:200].strip()
     return str(body.get("message", ""))[:300] if isinstance(body, dict) else ""
+
+
+ADAPTER = GitHubActionsAdapter

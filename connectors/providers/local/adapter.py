@@ -51,3 +51,6 @@ class LocalAdapter(ProviderAdapter):
 
     def check_health(self) -> HealthResult:
         return HealthResult(ok=True, message="Runs in this service's workers.")
+
+
+ADAPTER = LocalAdapter

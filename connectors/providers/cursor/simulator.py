@@ -1,4 +1,4 @@
-"""Cursor Cloud Agents API v1 simulator (providers.md, "Cursor Cloud Agents").
+"""Cursor Cloud Agents API v1 simulator.
 
 Reference: https://cursor.com/docs/cloud-agent/api/endpoints and the official
 ``cloud-agents-openapi.yaml``. Auth: Basic with the API key as user name and an
@@ -103,6 +103,12 @@ class CursorSimulator(SimulatorServer):
 
     provider = "cursor"
     default_token = "sim-cursor-key"
+    default_port = 8702
+    token_field = "apiKey"
+    demo_settings: ClassVar[dict[str, Any]] = {
+        "repository": "https://github.com/ccdash/demo",
+        "startingRef": "main",
+    }
     default_options: ClassVar[dict[str, Any]] = {
         "stream_max_seconds": 2.0,
         "stream_retention_seconds": None,
@@ -445,3 +451,6 @@ class CursorSimulator(SimulatorServer):
                 }
             )
         return Response.json(200, {"items": items})
+
+
+SIMULATOR = CursorSimulator

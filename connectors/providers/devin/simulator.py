@@ -1,4 +1,4 @@
-"""Devin API v1 simulator (providers.md, "Devin").
+"""Devin API v1 simulator.
 
 Reference: https://docs.devin.ai/api-reference/v1/sessions (create, retrieve,
 list, terminate). Auth ``Authorization: Bearer <key>``; the default key is
@@ -85,6 +85,9 @@ class DevinSimulator(SimulatorServer):
 
     provider = "devin"
     default_token = "sim-devin-key"
+    default_port = 8703
+    token_field = "apiKey"
+    demo_settings: ClassVar[dict[str, Any]] = {}
     default_options: ClassVar[dict[str, Any]] = {
         "terminated_status_enum": "expired",
         "ended_delete_status": 409,
@@ -292,3 +295,6 @@ class DevinSimulator(SimulatorServer):
                 message |= {"origin": "api", "username": "sim-user"}
             messages.append(message)
         return messages
+
+
+SIMULATOR = DevinSimulator

@@ -3,8 +3,8 @@
 Usage (in a test module under ``tests/``; the class name must start with
 ``Test`` so pytest collects it, the base class does not, so it is not)::
 
-    from connectors.adapters.local import LocalAdapter
-    from connectors.testing.conformance import AdapterConformance
+    from connectors.providers.local.adapter import LocalAdapter
+    from tests.support.conformance import AdapterConformance
 
     class TestLocalConformance(AdapterConformance):
         adapter_class = LocalAdapter

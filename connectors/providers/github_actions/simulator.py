@@ -1,4 +1,4 @@
-"""GitHub Actions REST API simulator (providers.md, "GitHub Actions").
+"""GitHub Actions REST API simulator.
 
 Reference: https://docs.github.com/en/rest/actions/workflows and
 https://docs.github.com/en/rest/actions/workflow-runs,
@@ -218,6 +218,14 @@ class GitHubActionsSimulator(SimulatorServer):
 
     provider = "github_actions"
     default_token = "sim-github-token"
+    default_port = 8701
+    token_field = "token"
+    demo_settings: ClassVar[dict[str, Any]] = {
+        "owner": "ccdash",
+        "repo": "demo",
+        "workflow": "agent.yml",
+        "ref": "main",
+    }
     default_options: ClassVar[dict[str, Any]] = {
         "legacy_dispatch_status": None,
         "rate_limit_status": 429,
@@ -432,7 +440,7 @@ class GitHubActionsSimulator(SimulatorServer):
     # -- dispatch ---------------------------------------------------------------------
 
     def _dispatch(self, request: SimRequest) -> Response:
-        """Create a workflow dispatch event (providers.md: 200 with details, else 204)."""
+        """Create a workflow dispatch event (200 with details, else 204)."""
         workflow = self._workflow(request)
         body = request.json_object()
         legacy_status = self.options["legacy_dispatch_status"]
@@ -720,3 +728,6 @@ class GitHubActionsSimulator(SimulatorServer):
         except TypeError as error:
             raise SimError(400, "bad_request", str(error)) from None
         return Response.json(200, asdict(workflow))
+
+
+SIMULATOR = GitHubActionsSimulator

@@ -1,0 +1,1 @@
+"""Devin API v1: one CCDash run is one Devin session."""

@@ -1,0 +1,1 @@
+"""GitHub Actions: one CCDash run is one workflow_dispatch run."""

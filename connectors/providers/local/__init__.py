@@ -1,0 +1,1 @@
+"""The local executor: runs commands in this service's own workers."""
