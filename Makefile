@@ -16,8 +16,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-run: install
-	$(BIN)/python manage.py serve_demo
+# The demo's own random SECRET_KEY and FERNET_KEYS, made once per checkout: with
+# DEBUG off the service refuses public defaults (ccdash/checks.py).
+DEMO_SECRETS := var/demo-secrets.env
+
+$(DEMO_SECRETS):
+	mkdir -p var
+	umask 077 && $(BIN)/python -c 'import secrets; t = secrets.token_urlsafe; print(f"SECRET_KEY={t(50)}\nFERNET_KEYS={t(32)}")' > $@
+
+run: install $(DEMO_SECRETS)
+	set -a && . ./$(DEMO_SECRETS) && set +a && $(BIN)/python manage.py serve_demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -63,6 +63,7 @@ import os
 import platform
 import queue
 import re
+import secrets
 import signal
 import statistics
 import subprocess
@@ -252,6 +253,9 @@ def setup_django(db_path: Path) -> bool:
     SQLite file (recreated), False for a ``DATABASE_URL`` given by the caller."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "ccdash.settings"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # A throwaway database: throwaway keys (the public defaults refuse to start).
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ.setdefault("FERNET_KEYS", secrets.token_urlsafe(32))
     own = not os.environ.get("DATABASE_URL")
     if own:
         db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,25 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# The insecure default only serves the embedded demo; production sets SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY", "ccdash-insecure-dev-key-change-me")
+# A public value: with DEBUG off the service refuses to start with it (ccdash.checks),
+# since whoever knows SECRET_KEY can forge sessions and django-q2's signed tasks.
+INSECURE_SECRET_KEY = "ccdash-insecure-dev-key-change-me"
+SECRET_KEY = os.environ.get("SECRET_KEY", INSECURE_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# --- HTTPS and cookies (production sets these; docs/configuration.md) -----------
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy: "HTTP_X_FORWARDED_PROTO,https". Only set it when
+# the proxy strips that header from clients, or anyone can claim https.
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if len(_proxy_ssl_header) == 2 else None
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -120,7 +135,11 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # Newest key first: it encrypts; every key decrypts. Rotation: prepend a key, run
 # `manage.py rotate_credentials_key`, then drop the old key.
-FERNET_KEYS = env_list("FERNET_KEYS") or [SECRET_KEY]
+# No fallback to SECRET_KEY: one leaked value must not open both sessions and every
+# stored credential. Unset with DEBUG off, the service refuses to start
+# (ccdash.checks); with DEBUG on, a public development key serves.
+INSECURE_FERNET_KEY = "ccdash-insecure-dev-fernet-key"
+FERNET_KEYS = env_list("FERNET_KEYS") or ([INSECURE_FERNET_KEY] if DEBUG else [])
 
 # --- REST framework -----------------------------------------------------------------
 
