@@ -197,6 +197,13 @@ EXECUTION_WORKSPACES_ROOT = (
     BASE_DIR / os.environ.get("EXECUTION_WORKSPACES_ROOT", str(VAR_DIR / "workspaces"))
 ).resolve()
 
+# --- Connectors -----------------------------------------------------------------------
+
+# Provider API hosts besides each adapter's public ones (GitHub Enterprise Server,
+# the simulators): "host" (any port) or "host:port". Credentials are only ever sent
+# to an adapter's own hosts or to these; plain http only to allowlisted loopback.
+CONNECTORS_ALLOWED_HOSTS = env_list("CONNECTORS_ALLOWED_HOSTS")
+
 # --- Execution ----------------------------------------------------------------------------
 
 EXECUTION = {

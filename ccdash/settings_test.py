@@ -14,6 +14,8 @@ from ccdash.settings import DATABASES, EXECUTION, Q_CLUSTER, VAR_DIR
 
 SECRET_KEY = "test-secret-key-not-for-production"
 FERNET_KEYS = ["test-fernet-key-1"]
+# The simulators listen on loopback (port 0): allow it, as the demo does.
+CONNECTORS_ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if not os.environ.get("DATABASE_URL"):

@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 
 from connectors import services
 from connectors.configs import masked_credentials
+from connectors.endpoints import origin_of
 from connectors.errors import ConfigurationError
 from connectors.models import HealthStatus, ProviderCircuit, ProviderConfig, ProviderCredential
 from connectors.registry import LOCAL_PROVIDER_ID, REGISTRY
@@ -213,23 +214,40 @@ class ProviderConfigAdmin(admin.ModelAdmin):
         return super().get_inline_instances(request, obj) if obj is not None else []
 
     def save_model(self, request, obj: ProviderConfig, form, change: bool) -> None:
+        cls = REGISTRY.get(obj.provider_id)
+        stored = ProviderConfig.objects.filter(pk=obj.pk).values_list("settings", flat=True)
+        old_settings = stored.first() if obj.pk else None
         super().save_model(request, obj, form, change)
         services.apply_default(obj)
         services.audit_config_change(obj, request.user.get_username())
+        # Credentials belong to their endpoint: remember a move for save_formset,
+        # which stores new credentials sent with it or clears the old ones.
+        form.endpoint_move = None
+        if cls is not None and old_settings is not None:
+            old, new = cls.endpoint_of(old_settings), cls.endpoint_of(obj.settings)
+            if origin_of(old) != origin_of(new):
+                form.endpoint_move = (old, new)
 
     def save_formset(self, request, form, formset, change: bool) -> None:
         if formset.model is not ProviderCredential:
             super().save_formset(request, form, formset, change)
             return
         formset.save(commit=False)  # sets the lists the admin's change message reads
-        for credential_form in formset.forms:
-            if credential_form.has_changed():
-                services.save_credential_values(
-                    form.instance,
-                    credential_form.merged,
-                    user=request.user,
-                    changed=credential_form.updates,
-                )
+        changed = [f for f in formset.forms if f.has_changed()]
+        move = getattr(form, "endpoint_move", None)
+        if move is not None:
+            updates = changed[0].updates if changed else {}
+            services.rebind_credentials(
+                form.instance, *move, updates, user=request.user, actor=request.user.get_username()
+            )
+            return
+        for credential_form in changed:
+            services.save_credential_values(
+                form.instance,
+                credential_form.merged,
+                user=request.user,
+                changed=credential_form.updates,
+            )
 
     @admin.display(description="Provider", ordering="provider_id")
     def provider_label(self, config: ProviderConfig) -> str:

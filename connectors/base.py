@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
+from connectors.endpoints import check_base_url
 from connectors.errors import ConfigurationError, UnsupportedOperation
 from connectors.http import HttpClient, client_for
 
@@ -189,6 +190,9 @@ class ProviderAdapter(ABC):
     # (GitHub's status + conclusion) key them as "status/conclusion".
     state_table: ClassVar[Mapping[str, str]] = {}
     default_base_url: ClassVar[str] = ""
+    # The hosts of the provider's public API: credentials may go there; any
+    # other host must be allowlisted by the operator (connectors.endpoints).
+    default_hosts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Mapping[str, Any] | None = None, secrets: Secrets | None = None):
         self.settings = dict(settings or {})
@@ -240,7 +244,14 @@ class ProviderAdapter(ABC):
                 errors.update(exc.field_errors or {"nonField": [exc.message]})
         if errors:
             raise ConfigurationError(f"Invalid {cls.label} settings.", errors)
+        if any(f.name == "baseUrl" for f in cls.config_fields):
+            check_base_url(cls.endpoint_of(cleaned), cls.default_hosts, label=cls.label)
         return cleaned
+
+    @classmethod
+    def endpoint_of(cls, settings: Mapping[str, Any]) -> str:
+        """The API base URL that ``settings`` send credentials to."""
+        return str(settings.get("baseUrl") or cls.default_base_url).rstrip("/")
 
     @classmethod
     def clean_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +285,14 @@ class ProviderAdapter(ABC):
 
     @property
     def base_url(self) -> str:
-        return str(self.settings.get("baseUrl") or self.default_base_url).rstrip("/")
+        return self.endpoint_of(self.settings)
 
     @property
     def http(self) -> HttpClient:
         """The shared client of this provider endpoint (the one HTTP seam)."""
-        return client_for(self.provider_id, self.base_url)
+        return client_for(
+            self.provider_id, self.base_url, default_hosts=self.default_hosts, label=self.label
+        )
 
     # --- the contract ----------------------------------------------------------
 

@@ -87,5 +87,9 @@ class ConfigurationError(ImproperlyConfigured):
         self.field_errors = field_errors or {}
 
 
+class InvalidCredentials(ConfigurationError):
+    """Credential values the adapter rejects (``field_errors`` keyed by secret field)."""
+
+
 class UnknownProvider(ConfigurationError):
     """No adapter is registered under that provider id."""

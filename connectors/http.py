@@ -19,6 +19,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from connectors.endpoints import guard_request
 from connectors.errors import (
     AuthError,
     ConnectorError,
@@ -101,8 +102,18 @@ def is_rate_limited(response: requests.Response) -> bool:
 class HttpClient:
     """A provider endpoint's HTTP client: session, timeouts, gate, redaction."""
 
-    def __init__(self, base_url: str, *, timeout: tuple[float, float] | float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
+        default_hosts: Iterable[str] | None = None,
+        label: str = "provider",
+    ):
         self.base_url = base_url.rstrip("/")
+        # The provider's own API hosts; None: no endpoint check (not a provider API).
+        self.default_hosts = tuple(default_hosts) if default_hosts is not None else None
+        self.label = label
         self.timeout = timeout
         self.gate = RateLimitGate()
         self.session = requests.Session()
@@ -130,7 +141,9 @@ class HttpClient:
 
         HTTP error statuses are returned, not raised: adapters know what a 404
         or 409 means for them (``raise_for_status`` below covers the rest).
-        Raises ``RateLimited`` without sending while the endpoint's gate is shut.
+        Raises ``RateLimited`` without sending while the endpoint's gate is shut,
+        and ``EndpointNotAllowed`` (a ``ConfigurationError``) without sending when
+        the provider's API endpoint is not one credentials may go to.
         """
         redactor = Redactor(secrets)
         register_secrets(secrets)
@@ -140,6 +153,8 @@ class HttpClient:
                 f"rate limited by provider; next request allowed in {wait:.1f}s", retry_after=wait
             )
         url = self.url(path)
+        if self.default_hosts is not None and url.startswith(self.base_url):
+            guard_request(url, self.default_hosts, label=self.label)
         try:
             response = self.session.request(
                 method,
@@ -205,13 +220,21 @@ _clients: dict[tuple[str, str], HttpClient] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(provider_id: str, base_url: str) -> HttpClient:
-    """The shared client of one provider endpoint (one pool, one rate-limit gate)."""
+def client_for(
+    provider_id: str, base_url: str, *, default_hosts: Iterable[str] = (), label: str = ""
+) -> HttpClient:
+    """The shared client of one provider endpoint (one pool, one rate-limit gate).
+
+    Every request to ``base_url`` is checked by ``connectors.endpoints``:
+    ``default_hosts`` are the provider's public API hosts.
+    """
     key = (provider_id, base_url.rstrip("/"))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = HttpClient(base_url)
+            client = _clients[key] = HttpClient(
+                base_url, default_hosts=default_hosts, label=label or provider_id
+            )
         return client
 
 

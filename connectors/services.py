@@ -29,7 +29,8 @@ from django.utils import timezone
 from ccdash.models import Project, record_audit
 from connectors.base import HealthResult
 from connectors.configs import build_adapter, masked_credentials, project_redactor
-from connectors.errors import ConfigurationError, ConnectorError
+from connectors.endpoints import origin_of
+from connectors.errors import ConfigurationError, ConnectorError, InvalidCredentials
 from connectors.models import HealthStatus, ProviderConfig, ProviderCredential
 from connectors.redaction import Redactor
 from connectors.registry import LOCAL_PROVIDER_ID, adapter_class
@@ -94,6 +95,8 @@ def update_config(
     allow_fallback_to_local: bool | None = None,
     rollout_percent: int | None = None,
     settings: Mapping[str, Any] | None = None,
+    credentials: Mapping[str, Any] | None = None,
+    user=None,
 ) -> ProviderConfig:
     """Create or update the project's config of ``provider_id``.
 
@@ -102,14 +105,23 @@ def update_config(
     adapter and stored cleaned, defaults filled. The local executor is always
     enabled: ``enabled`` is ignored for it.
 
+    Credentials belong to an endpoint: when the new settings move ``baseUrl``
+    to another scheme, host or port, the stored credentials are cleared —
+    unless ``credentials`` come with the change, which then replace them
+    entirely (``rebind_credentials``). ``credentials`` without an endpoint
+    change are merged as ``write_credentials`` does.
+
     Raises ``UnknownProvider`` for an unregistered id and ``ConfigurationError``
     (``field_errors`` keyed by setting name) when the adapter rejects the
-    settings; nothing is stored then.
+    settings (``EndpointNotAllowed`` when credentials may not go to
+    ``baseUrl``) or the credentials; nothing is stored then.
     """
     cls = adapter_class(provider_id)
     with transaction.atomic():
         config = get_or_create_config(project, provider_id)
+        old_endpoint = cls.endpoint_of(config.settings)
         cleaned = cls.validate_config(dict(settings if settings is not None else config.settings))
+        new_endpoint = cls.endpoint_of(cleaned)
         config.settings = cleaned
         if provider_id == LOCAL_PROVIDER_ID:
             config.enabled = True
@@ -124,7 +136,53 @@ def update_config(
         config.save()
         apply_default(config)
         audit_config_change(config, actor)
+        if origin_of(old_endpoint) != origin_of(new_endpoint):
+            rebind_credentials(
+                config, old_endpoint, new_endpoint, credentials or {}, user=user, actor=actor
+            )
+        elif credentials:
+            _merge_and_save(config, credentials, user=user)
     return config
+
+
+def rebind_credentials(
+    config: ProviderConfig,
+    old_endpoint: str,
+    new_endpoint: str,
+    new_values: Mapping[str, Any],
+    *,
+    user,
+    actor: str,
+) -> None:
+    """The provider's endpoint moved: nothing stored for the old endpoint may
+    be sent to the new one. Store exactly ``new_values`` (checked by the
+    adapter) or, when none came, clear the stored credentials. The audit event
+    says which, with both endpoints (never a value)."""
+    credential = ProviderCredential.objects.filter(config=config).first()
+    stored = credential.values if credential else {}
+    given = {k: v for k, v in new_values.items() if v not in (None, "")}
+    if not stored and not given:
+        return
+    merged = merge_credentials(config.provider_id, {}, given) if given else {}
+    changed = {**dict.fromkeys(stored, ""), **given}
+    save_credential_values(config, merged, user=user, changed=changed, audit=False)
+    label = adapter_class(config.provider_id).label
+    moved = f"{origin_of(old_endpoint)} to {origin_of(new_endpoint)}"
+    if given:
+        action, outcome = "provider_credentials_rebound", "replaced by the ones sent with it"
+    else:
+        action, outcome = "provider_credentials_cleared", "cleared; set them again"
+    record_audit(
+        config.project,
+        actor,
+        action,
+        f"{label} endpoint changed from {moved} by {actor}: stored credentials {outcome}.",
+        providerId=config.provider_id,
+        fromEndpoint=str(origin_of(old_endpoint)),
+        toEndpoint=str(origin_of(new_endpoint)),
+        clearedFields=sorted(stored),
+        setFields=sorted(given),
+    )
 
 
 def audit_config_change(config: ProviderConfig, actor: str) -> None:
@@ -171,23 +229,33 @@ def merge_credentials(
             if name not in names or merged.get(name) not in (None, "")
         }
         if errors:
-            raise ConfigurationError(exc.message, errors) from None
+            raise InvalidCredentials(exc.message, errors) from None
     # Only "required" complaints about fields this write leaves empty: every
     # value present passed the adapter's checks.
     return {k: v.strip() for k, v in merged.items() if isinstance(v, str) and v.strip()}
 
 
 def save_credential_values(
-    config: ProviderConfig, values: Mapping[str, str], *, user, changed: Mapping[str, Any]
+    config: ProviderConfig,
+    values: Mapping[str, str],
+    *,
+    user,
+    changed: Mapping[str, Any],
+    audit: bool = True,
 ) -> ProviderCredential:
     """Store ``values`` (already merged and checked) encrypted, and audit the
-    names of the fields ``changed`` set or cleared."""
+    names of the fields ``changed`` set or cleared (unless the caller writes
+    its own audit event)."""
     credential = ProviderCredential.objects.filter(config=config).first() or ProviderCredential(
         config=config
     )
     credential.values = dict(values)
     credential.updated_by = user if getattr(user, "is_authenticated", False) else None
     credential.save()
+    # The cached relation would hand out the old values to the next reader.
+    config.credential = credential
+    if not audit:
+        return credential
     set_fields = sorted(k for k, v in changed.items() if v not in (None, ""))
     cleared = sorted(k for k, v in changed.items() if v in (None, ""))
     actor = getattr(user, "username", "") or "system"
@@ -203,8 +271,6 @@ def save_credential_values(
         setFields=set_fields,
         clearedFields=cleared,
     )
-    # The cached relation would hand out the old values to the next reader.
-    config.credential = credential
     return credential
 
 
@@ -219,11 +285,15 @@ def write_credentials(
     """
     with transaction.atomic():
         config = get_or_create_config(project, provider_id)
-        credential = ProviderCredential.objects.filter(config=config).first()
-        current = credential.values if credential else {}
-        merged = merge_credentials(provider_id, current, updates)
-        save_credential_values(config, merged, user=user, changed=updates)
+        _merge_and_save(config, updates, user=user)
     return masked_credentials(provider_id, config)
+
+
+def _merge_and_save(config: ProviderConfig, updates: Mapping[str, Any], *, user) -> None:
+    credential = ProviderCredential.objects.filter(config=config).first()
+    current = credential.values if credential else {}
+    merged = merge_credentials(config.provider_id, current, updates)
+    save_credential_values(config, merged, user=user, changed=updates)
 
 
 def health_view(config: ProviderConfig | None) -> dict[str, Any]:

@@ -35,6 +35,14 @@ class ProviderConfigBodySerializer(serializers.Serializer):
         required=False,
         help_text="Provider settings, validated by the adapter (see settingsFields).",
     )
+    credentials = serializers.DictField(
+        required=False,
+        help_text=(
+            "Write-only credentials to store with this change (secretField → value). "
+            "Changing baseUrl's scheme, host or port clears the stored credentials "
+            "unless new ones come here."
+        ),
+    )
 
 
 class ProviderCredentialsBodySerializer(serializers.Serializer):

@@ -2,8 +2,8 @@
 
 Scoping and roles follow ``ccdash.api.permissions``: a project outside the
 caller's projects answers 404, a role below the action's minimum 403, no
-authentication 401. Reading is for every member; a health check for operators
-and above; config and credentials for project admins.
+authentication 401. Reading is for every member; config, credentials and health checks
+(which send the stored credentials) for project admins.
 
 Validation errors of the adapter are answered nested under the body key they
 belong to, so a client maps them straight back onto the field it sent::
@@ -29,7 +29,7 @@ from ccdash.api.errors import ApiError
 from ccdash.api.permissions import get_project_for
 from ccdash.api.schema import ERROR_RESPONSES
 from ccdash.models import Project
-from ccdash.roles import ROLE_ORDER, Action, Role
+from ccdash.roles import Action
 from connectors import services
 from connectors.api.serializers import (
     HealthSerializer,
@@ -41,7 +41,7 @@ from connectors.api.serializers import (
     provider_view,
 )
 from connectors.base import ProviderAdapter
-from connectors.errors import ConfigurationError
+from connectors.errors import ConfigurationError, InvalidCredentials
 from connectors.models import ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID, REGISTRY
 
@@ -69,17 +69,6 @@ def project_from(request: Request, data, action: Action) -> Project:
     ref = ProjectRefSerializer(data=data)
     ref.is_valid(raise_exception=True)
     return get_project_for(request.user, ref.validated_data["projectId"], action)
-
-
-def require_operator(project: Project) -> None:
-    role = project.caller_role
-    if role is None or ROLE_ORDER.index(Role(role)) < ROLE_ORDER.index(Role.OPERATOR):
-        raise ApiError(
-            status.HTTP_403_FORBIDDEN,
-            "permission_denied",
-            f"Your role in this project ({role or 'none'}) does not allow checking a "
-            "provider; it needs operator or above.",
-        )
 
 
 def provider_entry(cls: type[ProviderAdapter], project: Project) -> dict:
@@ -146,11 +135,20 @@ class ProviderConfigView(APIView):
                 allow_fallback_to_local=data.get("allowFallbackToLocal"),
                 rollout_percent=data.get("rolloutPercent"),
                 settings=data.get("settings"),
+                credentials=data.get("credentials"),
+                user=request.user,
             )
+        except InvalidCredentials as exc:
+            raise ApiError(
+                status.HTTP_400_BAD_REQUEST,
+                "invalid_credentials",
+                exc.message,
+                {"credentials": exc.field_errors},
+            ) from None
         except ConfigurationError as exc:
             raise ApiError(
                 status.HTTP_400_BAD_REQUEST,
-                "invalid_config",
+                getattr(exc, "code", "invalid_config"),
                 exc.message,
                 {"settings": exc.field_errors},
             ) from None
@@ -192,7 +190,8 @@ class ProviderCredentialsView(APIView):
 
 
 class ProviderCheckView(APIView):
-    """``POST providers/{providerId}/check`` (operator and above): call the
+    """``POST providers/{providerId}/check`` (project admin: it sends the stored
+    credentials to the configured endpoint): call the
     provider with the stored settings and credentials, store and answer the
     health (``status`` healthy|failing, ``checkedAt``, ``message`` scrubbed of
     credential values). A failing provider is a 200 with ``status: failing``."""
@@ -204,7 +203,6 @@ class ProviderCheckView(APIView):
     )
     def post(self, request: Request, provider_id: str) -> Response:
         registered_adapter(provider_id)
-        project = project_from(request, request.data, Action.READ)
-        require_operator(project)
+        project = project_from(request, request.data, Action.MANAGE_PROVIDERS)
         config = services.get_or_create_config(project, provider_id)
         return Response(services.check_health(config, actor=request.user.get_username()))

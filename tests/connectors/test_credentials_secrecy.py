@@ -100,13 +100,13 @@ def test_the_secret_appears_nowhere(
     )
     seen.response(
         "POST check (healthy)",
-        operator_client.post(f"{api}/providers/fake/check", {"projectId": pid}, format="json"),
+        admin_client.post(f"{api}/providers/fake/check", {"projectId": pid}, format="json"),
         200,
     )
     fake.fail_next("auth", operations=("check_health",), echo_secret=True)
     seen.response(
         "POST check (provider echoes the key)",
-        operator_client.post(f"{api}/providers/fake/check", {"projectId": pid}, format="json"),
+        admin_client.post(f"{api}/providers/fake/check", {"projectId": pid}, format="json"),
         200,
     )
     ProviderConfig.objects.filter(project=project, provider_id="fake").update(

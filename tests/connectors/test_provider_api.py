@@ -427,10 +427,10 @@ def test_writing_another_projects_credentials_is_404(admin_client, fake):
 # --- POST check ---------------------------------------------------------------------------------
 
 
-def test_operator_checks_a_healthy_provider(admin_client, operator_client, project, fake):
+def test_admin_checks_a_healthy_provider(admin_client, project, fake):
     set_key(admin_client, project)
 
-    response = operator_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
+    response = admin_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
 
     assert response.status_code == 200
     assert response.json()["status"] == "healthy"
@@ -440,13 +440,11 @@ def test_operator_checks_a_healthy_provider(admin_client, operator_client, proje
     assert fake.health_calls == 1
 
 
-def test_failing_check_is_stored_with_the_secret_scrubbed(
-    admin_client, operator_client, project, fake
-):
+def test_failing_check_is_stored_with_the_secret_scrubbed(admin_client, project, fake):
     set_key(admin_client, project)
     fake.fail_next("auth", operations=("check_health",), echo_secret=True)
 
-    response = operator_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
+    response = admin_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
 
     assert response.status_code == 200
     health = response.json()
@@ -459,21 +457,32 @@ def test_failing_check_is_stored_with_the_secret_scrubbed(
 
 
 def test_check_with_invalid_stored_settings_fails_without_calling_the_provider(
-    operator_client, project, fake
+    admin_client, project, fake
 ):
     ProviderConfig.objects.create(project=project, provider_id="fake", settings={"baseUrl": 3})
 
-    response = operator_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
+    response = admin_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
 
     assert response.json()["status"] == "failing"
     assert "baseUrl" in response.json()["message"]
     assert fake.health_calls == 0
 
 
-def test_local_check_is_healthy(operator_client, project):
-    response = operator_client.post(check_url("local"), {"projectId": project.pk}, format="json")
+def test_local_check_is_healthy(admin_client, project):
+    response = admin_client.post(check_url("local"), {"projectId": project.pk}, format="json")
 
     assert response.json()["status"] == "healthy"
+
+
+def test_operator_may_not_check_since_a_check_sends_the_stored_credentials(
+    admin_client, operator_client, project, fake
+):
+    set_key(admin_client, project)
+
+    response = operator_client.post(check_url("fake"), {"projectId": project.pk}, format="json")
+
+    assert response.status_code == 403
+    assert fake.health_calls == 0
 
 
 def test_viewer_may_not_check(viewer, project, fake):
@@ -483,10 +492,10 @@ def test_viewer_may_not_check(viewer, project, fake):
     assert fake.health_calls == 0
 
 
-def test_checking_another_projects_provider_is_404(operator_client, fake):
+def test_checking_another_projects_provider_is_404(admin_client, fake):
     other = ProjectFactory()
 
-    response = operator_client.post(check_url("fake"), {"projectId": other.pk}, format="json")
+    response = admin_client.post(check_url("fake"), {"projectId": other.pk}, format="json")
 
     assert response.status_code == 404
 

@@ -97,7 +97,7 @@ def test_extra_inputs_cannot_override_the_command_or_the_run_id():
     assert len(caught.value.field_errors["extraInputs"]) == 2
 
 
-def test_a_ghes_base_url_keeps_its_api_v3_prefix(monkeypatch):
+def test_a_ghes_base_url_keeps_its_api_v3_prefix(monkeypatch, settings):
     sent: list[str] = []
 
     def fake_request(self, method, path, **kwargs):
@@ -108,10 +108,12 @@ def test_a_ghes_base_url_keeps_its_api_v3_prefix(monkeypatch):
         return response
 
     monkeypatch.setattr(HttpClient, "request", fake_request)
-    settings = GitHubActionsAdapter.validate_config(
+    # GitHub Enterprise Server is not a default host: the operator lists it.
+    settings.CONNECTORS_ALLOWED_HOSTS = ["ghe.example.com"]
+    cleaned = GitHubActionsAdapter.validate_config(
         {**SETTINGS, "baseUrl": "https://ghe.example.com/api/v3/"}
     )
-    adapter = GitHubActionsAdapter(settings=settings, secrets=Secrets({"token": TOKEN}))
+    adapter = GitHubActionsAdapter(settings=cleaned, secrets=Secrets({"token": TOKEN}))
 
     adapter.poll_status(RunRef(run_id=1, provider_run_id="7"))
 

@@ -132,6 +132,8 @@ class FakeAdapter(ProviderAdapter):
     kind = "external"
     CAPABILITIES = Capabilities(supports_cancel=True, supports_streaming=True)
     default_base_url = "https://fake-provider.invalid"
+    # Reserved names (RFC 2606/6761): the "public" hosts of a provider that is not real.
+    default_hosts = ("fake-provider.invalid", "fake.example.test", "a.test")
     config_fields = (
         ConfigField(
             "baseUrl",

@@ -78,6 +78,7 @@ class CursorAdapter(ProviderAdapter):
         supports_streaming=True, supports_cancel=True, supports_artifacts=True
     )
     default_base_url = "https://api.cursor.com"
+    default_hosts = ("api.cursor.com",)
     config_fields = (
         ConfigField(
             "baseUrl", "Base URL", kind="url", default=default_base_url, help_text="Cursor API."

@@ -75,6 +75,7 @@ class DevinAdapter(ProviderAdapter):
     # No artifact API in v1: the pull request link arrives as a provider log line.
     CAPABILITIES = Capabilities(supports_cancel=True)
     default_base_url = "https://api.devin.ai"
+    default_hosts = ("api.devin.ai",)
     config_fields = (
         ConfigField(
             "baseUrl",

@@ -65,6 +65,7 @@ class GitHubActionsAdapter(ProviderAdapter):
     label = "GitHub Actions"
     CAPABILITIES = Capabilities(supports_cancel=True)
     default_base_url = API
+    default_hosts = ("api.github.com",)
     config_fields = (
         ConfigField("baseUrl", "API base URL (GHES: https://HOST/api/v3)", "url", default=API),
         ConfigField("owner", "Owner", required=True, pattern=r"[A-Za-z0-9][A-Za-z0-9-]{0,38}"),

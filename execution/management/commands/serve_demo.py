@@ -14,10 +14,23 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from connectors.simulators import simulator_classes
 from execution.demo import ensure_demo
+
+
+def allow_simulator_hosts(host: str = "127.0.0.1") -> None:
+    """Credentials only go to allowlisted hosts besides the providers' public
+    APIs: allow the simulators, here and in every process started below."""
+    hosts = [
+        *settings.CONNECTORS_ALLOWED_HOSTS,
+        *(f"{host}:{sim.default_port}" for sim in simulator_classes().values()),
+    ]
+    settings.CONNECTORS_ALLOWED_HOSTS = hosts
+    os.environ["CONNECTORS_ALLOWED_HOSTS"] = ",".join(hosts)
 
 
 class Command(BaseCommand):
@@ -29,6 +42,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options):
         call_command("migrate", interactive=False, verbosity=0)
+        allow_simulator_hosts()
         info = ensure_demo()
         python, manage = sys.executable, os.path.abspath(sys.argv[0])
         children = {
