@@ -40,6 +40,7 @@ format: install
 
 bench: install
 	$(BIN)/python -m benchmarks.reconcile_sweep
+	$(BIN)/python -m benchmarks.api_list
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -236,12 +236,32 @@ EXECUTION = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "connectors.redaction.RedactingFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "redact": {"()": "connectors.redaction.RedactingFilter"},
+        "quiet_polling": {"()": "execution.web.quiet_log.QuietPollingFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server"},
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # django-q2 logs every task at INFO under "django-q".
-    "loggers": {"django-q": {"level": "WARNING"}},
+    "loggers": {
+        # django-q2 logs every task at INFO under "django-q".
+        "django-q": {"level": "WARNING"},
+        # The dev server's access log, without the workbench's own live requests.
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["quiet_polling"],
+        },
+    },
 }

@@ -101,8 +101,16 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # The run list is newest first inside one project, filtered by at most
+        # a few equalities: one (project, <filter>, -id) index per filter lets
+        # the page and its count read only the rows they return or count.
         indexes = [
-            models.Index(fields=["project", "status"], name="run_project_status"),
+            models.Index(fields=["project", "status", "-id"], name="run_project_status"),
+            models.Index(fields=["project", "-id"], name="run_project_newest"),
+            models.Index(fields=["project", "provider_id", "-id"], name="run_project_provider"),
+            models.Index(fields=["project", "sync_status", "-id"], name="run_project_sync"),
+            models.Index(fields=["project", "feature_id", "-id"], name="run_project_feature"),
+            models.Index(fields=["project", "created_by", "-id"], name="run_project_creator"),
             models.Index(fields=["status", "next_reconcile_at"], name="run_due"),
         ]
         constraints = [

@@ -24,15 +24,72 @@ class IntegerFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+@extend_schema_field(OpenApiTypes.BOOL)
+class FlagFilter(django_filters.BooleanFilter):
+    """A switch: ``true``/``1`` turns it on; ``false``/``0`` or absent is off."""
+
+    field_class = forms.BooleanField
+
+
 class RunFilter(django_filters.FilterSet):
     projectId = IntegerFilter(field_name="project_id")
     featureId = django_filters.CharFilter(field_name="feature_id")
     providerId = django_filters.CharFilter(field_name="provider_id")
-    status = django_filters.MultipleChoiceFilter(field_name="status", choices=RunStatus.choices)
+    # distinct=False: a filter on the run's own column cannot repeat a row, and
+    # DISTINCT makes the count read every matching row instead of its index.
+    status = django_filters.MultipleChoiceFilter(
+        field_name="status", choices=RunStatus.choices, distinct=False
+    )
     syncStatus = django_filters.MultipleChoiceFilter(
-        field_name="sync_status", choices=SyncStatus.choices
+        field_name="sync_status", choices=SyncStatus.choices, distinct=False
+    )
+
+    beforeId = IntegerFilter(
+        field_name="id",
+        lookup_expr="lt",
+        help_text="Keyset paging: only runs older than this id (stable under new runs).",
+    )
+    q = django_filters.CharFilter(
+        method="filter_text", help_text="Case-insensitive text in the command or prompt."
+    )
+    mine = FlagFilter(method="filter_mine", help_text="Only runs I created.")
+    awaitingMyApproval = FlagFilter(
+        method="filter_awaiting_my_approval",
+        help_text="Runs awaiting approval in projects where I approve, not created by me.",
     )
 
     class Meta:
         model = Run
         fields: list[str] = []
+
+    def filter_text(self, queryset, name: str, value: str):
+        value = value.strip()
+        return queryset.filter(command__icontains=value) if value else queryset
+
+    def filter_mine(self, queryset, name: str, value: bool | None):
+        if not value:
+            return queryset
+        return queryset.filter(created_by_id=self.request.user.pk)
+
+    def filter_awaiting_my_approval(self, queryset, name: str, value: bool | None):
+        if not value:
+            return queryset
+        return awaiting_approval_by(queryset, self.request.user)
+
+
+def approver_project_ids(user):
+    """Ids of the projects where ``user`` may approve (approver or admin)."""
+    from ccdash.models import Membership
+    from ccdash.roles import Role
+
+    return Membership.objects.filter(user=user, role__in=[Role.APPROVER, Role.ADMIN]).values(
+        "project_id"
+    )
+
+
+def awaiting_approval_by(queryset, user):
+    """Runs waiting for an approver that ``user`` could approve: in a project
+    where they approve, and not their own (a second person approves a run)."""
+    return queryset.filter(
+        status=RunStatus.AWAITING_APPROVAL, project_id__in=approver_project_ids(user)
+    ).exclude(created_by_id=user.pk)

@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -41,6 +43,7 @@ from ccdash.api.permissions import (
 from ccdash.api.schema import ERROR_RESPONSES
 from ccdash.roles import Action
 from execution import policy_gate, reconciler, services
+from execution.api import stream as live
 from execution.api.filters import RunFilter
 from execution.api.pagination import RunPagination
 from execution.api.serializers import (
@@ -57,6 +60,9 @@ from execution.api.serializers import (
 from execution.events import audit
 from execution.models import Run, RunEvent
 from execution.transitions import InvalidTransition
+
+# The relations RunSerializer follows; every run read for an answer joins them.
+RUN_RELATED = ("approved_by",)
 
 RUN_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Run id.")
 
@@ -115,9 +121,13 @@ class RunViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Run.objects.none()
-        # approved_by feeds approvedBy; nothing else in the JSON follows a relation.
         scope = member_project_ids(self.request.user)
-        return Run.objects.filter(project_id__in=scope).select_related("approved_by")
+        return Run.objects.filter(project_id__in=scope)
+
+    def page_related(self) -> tuple[str, ...]:
+        """Relations the page's rows are read with (``RunPagination``): the
+        JSON follows only these."""
+        return RUN_RELATED
 
     def run_for(self, action_: Action) -> Run:
         """The run of the URL, scoped to the caller's projects and checked for
@@ -229,6 +239,56 @@ class RunViewSet(viewsets.GenericViewSet):
                 "nextSequence": events[-1].sequence_no if events else after,
             }
         )
+
+    @extend_schema(
+        parameters=[
+            RUN_ID,
+            OpenApiParameter(
+                "afterSequence",
+                OpenApiTypes.INT,
+                description="Start after this sequenceNo (the Last-Event-ID header wins).",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Server-Sent Events: `log` (id = sequenceNo, data = the event), "
+                "`run` (the run's live fields), `end`.",
+            ),
+            **_errors(400, 401, 404),
+        },
+        summary="Follow a run live (Server-Sent Events, resumable by Last-Event-ID)",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        pagination_class=None,
+        filterset_class=None,
+        renderer_classes=[JSONRenderer, live.EventStreamRenderer],
+    )
+    def stream(self, request: Request, pk: str) -> StreamingHttpResponse:
+        """Any member. See ``execution.api.stream`` for the messages; each
+        event arrives once, in order, and a reconnect resumes after the
+        ``Last-Event-ID`` the browser sends."""
+        run = self.run_for(Action.READ)
+        raw = request.headers.get("Last-Event-ID") or request.query_params.get("afterSequence")
+        try:
+            after = int(raw or 0)
+            if after < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError(
+                status.HTTP_400_BAD_REQUEST,
+                "invalid",
+                "Last-Event-ID / afterSequence must be a sequence number (an integer ≥ 0).",
+                {"afterSequence": ["A non-negative integer is required."]},
+            ) from None
+        response = StreamingHttpResponse(
+            live.run_stream(run.pk, after), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # a buffering proxy would hold events back
+        return response
 
     @extend_schema(
         request=ApproveSerializer,
