@@ -58,7 +58,7 @@ def test_defaults_are_workspace_root_and_default_profile(root):
         "pytest -q tests",
         "python3 manage.py test",
         "python -m pytest",
-        "python3.11 -c 'print(1)'",
+        "python3.11 manage.py check",
         "make build",
         "npm test",
         "npm run lint",
@@ -263,7 +263,7 @@ def test_compound_line_also_reports_its_dangerous_parts(root):
     assert decision.reason_codes == ("compound_shell", "destructive_command")
 
 
-@pytest.mark.parametrize("command", ["bash -c 'ls'", "sh -c ls", "zsh", "xargs rm", "eval ls"])
+@pytest.mark.parametrize("command", ["bash", "sh script.sh", "zsh", "xargs rm", "eval ls"])
 def test_shell_interpreters_require_approval_with_high_risk(root, command):
     decision = check(command, root)
 
@@ -285,10 +285,15 @@ def test_wrapped_command_is_judged_not_the_wrapper(root):
 
 
 def test_git_global_options_that_redirect_git_require_approval(root):
-    decision = check("git -C / status", root)
+    decision = check("git --git-dir=/srv/repo.git status", root)
 
     assert decision.verdict == "requires_approval"
     assert decision.reason_codes == ("command_unknown",)
+
+
+def test_git_dash_c_inside_the_workspace_is_judged_like_a_cwd(root):
+    assert check("git -C src status", root).verdict == "allow"
+    assert check("git -C / status", root).reason_codes == ("cwd_outside_workspace",)
 
 
 # -------------------------------------------------------- workspace boundary
