@@ -47,6 +47,16 @@ class RateLimited(TransientError):
     kind = "rate_limited"
 
 
+class InvalidResponse(TransientError):
+    """The provider answered something that is not the JSON its API documents
+    (an HTML error page from a proxy, a truncated body). The same error for
+    every provider; transient because it is usually a gateway's, and because a
+    create whose answer was garbled may have happened: the dispatch retry
+    recovers the run instead of failing it."""
+
+    kind = "invalid_response"
+
+
 class PermanentError(ConnectorError):
     """Retrying the same call will not help; surface it."""
 

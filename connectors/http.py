@@ -14,7 +14,9 @@ import email.utils
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -99,8 +101,18 @@ def is_rate_limited(response: requests.Response) -> bool:
     return False
 
 
+MAX_REDIRECTS = 3
+
+
 class HttpClient:
-    """A provider endpoint's HTTP client: session, timeouts, gate, redaction."""
+    """A provider endpoint's HTTP client: session, timeouts, gate, redaction.
+
+    Redirects are never followed by ``requests`` itself (it would keep the
+    ``Authorization`` header for a redirect to another port of the same host):
+    ``request`` follows a ``GET`` redirect only within the endpoint's own
+    origin, and answers any other redirect as it came. Downloads from a
+    storage host go through ``storage_request``, without credentials.
+    """
 
     def __init__(
         self,
@@ -121,11 +133,19 @@ class HttpClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
+        # Storage hosts get no credential of any kind: no header, no cookie.
+        self.storage_session = requests.Session()
+        self.storage_session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        self.storage_session.headers["User-Agent"] = USER_AGENT
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def same_origin(self, url: str) -> bool:
+        """True when ``url`` has the endpoint's scheme, host and port."""
+        return origin(url) == origin(self.base_url)
 
     def request(
         self,
@@ -135,6 +155,7 @@ class HttpClient:
         secrets: Iterable[str] = (),
         timeout: tuple[float, float] | float | None = None,
         headers: Mapping[str, str] | None = None,
+        follow_redirects: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request; raise a typed ``ConnectorError`` for transport failures.
@@ -144,6 +165,9 @@ class HttpClient:
         Raises ``RateLimited`` without sending while the endpoint's gate is shut,
         and ``EndpointNotAllowed`` (a ``ConfigurationError``) without sending when
         the provider's API endpoint is not one credentials may go to.
+        A ``GET`` redirected within the endpoint's origin (GitHub's 301 for a
+        renamed repository) is followed unless ``follow_redirects`` is false;
+        any other redirect is returned.
         """
         redactor = Redactor(secrets)
         register_secrets(secrets)
@@ -155,23 +179,100 @@ class HttpClient:
         url = self.url(path)
         if self.default_hosts is not None and url.startswith(self.base_url):
             guard_request(url, self.default_hosts, label=self.label)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(self.session, method, url, redactor, timeout, headers, kwargs)
+            target = redirect_target(response)
+            if not (follow_redirects and target and method in ("GET", "HEAD")):
+                break
+            if not self.same_origin(target):
+                break
+            response.close()
+            url = target
+        if is_rate_limited(response):
+            delay = rate_limit_delay(response)
+            self.gate.block_for(delay)
+        return response
+
+    def storage_request(
+        self, url: str, *, timeout: tuple[float, float] | float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """``GET`` a short-lived signed URL on a storage host: no credentials,
+        no cookies, no redirects, streamed (read it with ``read_capped``)."""
+        return self._send(
+            self.storage_session,
+            "GET",
+            url,
+            Redactor(()),
+            timeout,
+            None,
+            {**kwargs, "stream": True},
+        )
+
+    def _send(
+        self,
+        session: requests.Session,
+        method: str,
+        url: str,
+        redactor: Redactor,
+        timeout: tuple[float, float] | float | None,
+        headers: Mapping[str, str] | None,
+        kwargs: dict[str, Any],
+    ) -> requests.Response:
         try:
-            response = self.session.request(
+            return session.request(
                 method,
                 url,
                 timeout=timeout if timeout is not None else self.timeout,
                 headers=headers,
-                allow_redirects=kwargs.pop("allow_redirects", True),
+                allow_redirects=False,
                 **kwargs,
             )
         except requests.Timeout as exc:
             raise ProviderTimeout(redactor.scrub(f"{method} {url} timed out: {exc}")) from None
         except requests.RequestException as exc:
             raise TransientError(redactor.scrub(f"{method} {url} failed: {exc}")) from None
-        if is_rate_limited(response):
-            delay = rate_limit_delay(response)
-            self.gate.block_for(delay)
-        return response
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port defaulted by scheme."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def redirect_target(response: requests.Response) -> str:
+    """The absolute URL a 3xx answer points to ("" when it is not a redirect)."""
+    location = response.headers.get("Location")
+    if response.status_code not in (301, 302, 303, 307, 308) or not location:
+        return ""
+    return urljoin(response.url or "", location)
+
+
+def read_capped(response: requests.Response, max_bytes: int) -> tuple[bytes, bool]:
+    """Read a streamed body up to ``max_bytes``: ``(content, truncated)``.
+
+    Stops reading (and closes the response) as soon as the cap is passed, so
+    an endless or huge body costs at most ``max_bytes`` plus one chunk.
+    """
+    chunks: list[bytes] = []
+    size, truncated = 0, False
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            if size + len(chunk) > max_bytes:
+                chunks.append(chunk[: max_bytes - size])
+                truncated = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except requests.RequestException as exc:
+        raise TransientError(f"download interrupted: {type(exc).__name__}") from None
+    finally:
+        response.close()
+    return b"".join(chunks), truncated
 
 
 def raise_for_status(
@@ -181,9 +282,16 @@ def raise_for_status(
 
     401 → AuthError; 403 → RateLimited when it is a rate limit, else AuthError;
     404/410 → RunNotFound; 408/429/5xx → TransientError (with retry hint);
-    any other 4xx → PermanentError.
+    any other 4xx → PermanentError; a redirect that was not followed (to
+    another origin) → PermanentError naming the host, never the full URL
+    (signed URLs carry credentials in their query).
     """
     status = response.status_code
+    if 300 <= status < 400 and status != 304:
+        host = origin(redirect_target(response))[1] or "an unknown host"
+        raise PermanentError(
+            f"{what} failed: HTTP {status} redirect to {host} not followed", status_code=status
+        )
     if status < 400:
         return
     detail = Redactor(secrets).scrub(_error_detail(response))
@@ -253,5 +361,7 @@ __all__ = [
     "client_for",
     "raise_for_status",
     "rate_limit_delay",
+    "read_capped",
+    "redirect_target",
     "reset_clients",
 ]

@@ -15,7 +15,6 @@ import urllib3
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.errors import AuthError, ConfigurationError, RateLimited, RunNotFound
 from connectors.models import ProviderConfig, ProviderCredential
-from connectors.providers.cursor import adapter as cursor_module
 from connectors.providers.cursor.adapter import CursorAdapter
 from connectors.providers.cursor.simulator import CursorSimulator
 from connectors.sse import SseEvent, SseParser, read_events
@@ -481,7 +480,7 @@ def test_health_without_a_key_says_so_without_calling(cursor_sim):
 
 
 def test_health_reports_an_unreachable_cursor(adapter, cursor_sim, monkeypatch):
-    monkeypatch.setattr(cursor_module, "TIMEOUT", (1.0, 0.3))
+    monkeypatch.setattr(CursorAdapter, "timeout", (1.0, 0.3))
     cursor_sim.hang_next(1.0)
 
     health = adapter.check_health()

@@ -9,7 +9,6 @@ from unittest import mock
 import pytest
 
 from connectors.base import ProviderAdapter, RunRef, Secrets
-from connectors.providers.cursor import adapter as cursor_module
 from connectors.providers.cursor.adapter import CursorAdapter
 from connectors.providers.cursor.simulator import CursorSimulator
 from tests.support.conformance import AdapterConformance, Call
@@ -51,7 +50,7 @@ class TestCursorConformance(AdapterConformance):
             return provoked
 
         def poll_with_short_timeout() -> Any:
-            with mock.patch.object(cursor_module, "TIMEOUT", (1.0, 0.3)):
+            with mock.patch.object(CursorAdapter, "timeout", (1.0, 0.3)):
                 return adapter.poll_status(ref)
 
         def poll() -> Any:

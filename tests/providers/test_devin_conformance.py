@@ -7,7 +7,6 @@ from unittest import mock
 import pytest
 
 from connectors.base import ProviderAdapter, RunRef, Secrets
-from connectors.providers.devin import adapter as devin_module
 from connectors.providers.devin.adapter import DevinAdapter
 from connectors.providers.devin.simulator import DevinSimulator
 from tests.support.conformance import AdapterConformance, Call
@@ -63,7 +62,7 @@ class TestDevinConformance(AdapterConformance):
 
         def hung():
             self.sim.hang_next(2.0)
-            with mock.patch.object(devin_module, "TIMEOUT", (1.0, 0.3)):
+            with mock.patch.object(DevinAdapter, "timeout", (1.0, 0.3)):
                 return adapter.cancel(ref)
 
         def vanished():

@@ -24,11 +24,10 @@ official ``cloud-agents-openapi.yaml``):
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
-
-import requests
 
 from connectors.base import (
     TERMINAL,
@@ -39,13 +38,12 @@ from connectors.base import (
     HealthResult,
     LogBatch,
     LogEntry,
-    ProviderAdapter,
     RunRef,
     RunSpec,
     RunState,
 )
-from connectors.errors import ConnectorError, RunNotFound, TransientError
-from connectors.http import raise_for_status
+from connectors.errors import ConfigurationError, ConnectorError, RunNotFound, TransientError
+from connectors.http_adapter import HttpAdapter
 from connectors.sse import SseEvent, read_events
 
 # (connect, read) seconds for ordinary calls.
@@ -64,10 +62,11 @@ RECOVERY_PAGES = 5
 SILENT_EVENTS = frozenset({"heartbeat", "thinking", "done"})
 
 
-class CursorAdapter(ProviderAdapter):
+class CursorAdapter(HttpAdapter):
     """One CCDash run = one new Cursor agent (and its first run)."""
 
     provider_id = "cursor"
+    timeout = TIMEOUT
     label = "Cursor Cloud Agents"
     kind = "external"
     # supports_resume is False: a follow-up prompt (POST /v1/agents/{id}/runs)
@@ -144,7 +143,7 @@ class CursorAdapter(ProviderAdapter):
         }
         if self.settings.get("model"):
             body["model"] = {"id": self.settings["model"]}
-        answer = self._json(self._call("POST", "/v1/agents", "agent creation", json=body))
+        answer = self.call_json("POST", "/v1/agents", "agent creation", json=body)
         agent, run = answer.get("agent") or {}, answer.get("run") or {}
         agent_id, run_id = agent.get("id") or run.get("agentId"), run.get("id")
         if not agent_id or not run_id:
@@ -166,7 +165,7 @@ class CursorAdapter(ProviderAdapter):
             params: dict[str, Any] = {"limit": RECOVERY_PAGE_SIZE}
             if page_cursor:
                 params["cursor"] = page_cursor
-            page = self._json(self._call("GET", "/v1/agents", "agent list", params=params))
+            page = self.call_json("GET", "/v1/agents", "agent list", params=params)
             for agent in page.get("items") or page.get("agents") or []:
                 if isinstance(agent, dict) and _branch_of(agent) == branch:
                     if not agent.get("latestRunId"):
@@ -183,21 +182,23 @@ class CursorAdapter(ProviderAdapter):
 
     def poll_status(self, ref: RunRef) -> RunState:
         """The run's status; an unknown value maps to None (never raises for it)."""
-        run = self._json(self._call("GET", self._run_path(ref), "run status"))
+        run = self.call_json("GET", self._run_path(ref), "run status")
         raw = str(run.get("status") or "")
         return RunState(provider_status_raw=raw, status=self.map_status(raw))
 
     def cancel(self, ref: RunRef) -> CancelResult:
         """Ask Cursor to stop the run. 409 (already ended) → re-read the run:
         confirmed when it is over, whatever way it ended."""
-        response = self._request("POST", f"{self._run_path(ref)}/cancel")
+        response = self.send("POST", f"{self._run_path(ref)}/cancel")
         if response.status_code == 409:
             state = self.poll_status(ref)
             return CancelResult(
                 confirmed=state.status in TERMINAL, provider_status_raw=state.provider_status_raw
             )
-        self._check(response, "run cancel")
-        raw = str(self._json(response).get("status") or "") if response.content else ""
+        self.check(response, "run cancel")
+        raw = (
+            str(self.decode(response, "run cancel").get("status") or "") if response.content else ""
+        )
         return CancelResult(confirmed=raw == "CANCELLED", provider_status_raw=raw)
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
@@ -216,7 +217,7 @@ class CursorAdapter(ProviderAdapter):
         headers = {"Accept": "text/event-stream"}
         if cursor.get("lastEventId"):
             headers["Last-Event-ID"] = str(cursor["lastEventId"])
-        response = self._request(
+        response = self.send(
             "GET",
             f"{self._run_path(ref)}/stream",
             timeout=STREAM_TIMEOUT,
@@ -227,7 +228,7 @@ class CursorAdapter(ProviderAdapter):
         try:
             if response.status_code == 410:
                 return LogBatch(entries=(), cursor={**cursor, "expired": True})
-            self._check(response, "run stream")
+            self.check(response, "run stream")
             for event in read_events(response, budget_s=STREAM_BUDGET_S):
                 if event.id is not None:
                     cursor["lastEventId"] = event.id
@@ -251,14 +252,14 @@ class CursorAdapter(ProviderAdapter):
         if not self.secrets.get("apiKey"):
             return HealthResult(ok=False, message="No Cursor API key is configured.")
         try:
-            response = self._request("GET", "/v1/me")
+            response = self.send("GET", "/v1/me")
             if response.status_code in (401, 403):
                 return HealthResult(
                     ok=False, message=f"API key rejected by Cursor (HTTP {response.status_code})."
                 )
-            self._check(response, "API key check")
-            me = self._json(response)
-        except ConnectorError as exc:
+            self.check(response, "API key check")
+            me = self.decode(response, "API key check")
+        except (ConnectorError, ConfigurationError) as exc:
             return HealthResult(ok=False, message=exc.message)
         key_name = str(me.get("apiKeyName") or "unnamed")
         return HealthResult(ok=True, message=f"API key “{key_name}” accepted by Cursor.")
@@ -278,37 +279,10 @@ class CursorAdapter(ProviderAdapter):
             raise RunNotFound(f"Run {ref.provider_run_id} has no Cursor agent id recorded")
         return f"/v1/agents/{agent_id}/runs/{ref.provider_run_id}"
 
-    def _request(
-        self, method: str, path: str, *, timeout: tuple[float, float] | None = None, **kwargs: Any
-    ) -> requests.Response:
-        key = self.secrets.get("apiKey")
-        return self.http.request(
-            method,
-            path,
-            secrets=self.secrets.secret_values(),
-            timeout=timeout or TIMEOUT,
-            auth=(key, "") if key else None,
-            **kwargs,
-        )
-
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        response = self._request(method, path, **kwargs)
-        self._check(response, what)
-        return response
-
-    def _check(self, response: requests.Response, what: str) -> None:
-        raise_for_status(response, secrets=self.secrets.secret_values(), what=f"Cursor {what}")
-
-    @staticmethod
-    def _json(response: requests.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise TransientError(
-                f"Cursor answered HTTP {response.status_code} without JSON",
-                status_code=response.status_code,
-            ) from None
-        return body if isinstance(body, dict) else {}
+    def auth_headers(self) -> dict[str, str]:
+        # Basic auth: the key as user name, an empty password.
+        token = base64.b64encode(f"{self.require_secret('apiKey')}:".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
 
 def _branch_of(agent: Mapping[str, Any]) -> str:

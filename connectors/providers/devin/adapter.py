@@ -31,8 +31,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-
 from connectors.base import (
     TERMINAL,
     CancelResult,
@@ -42,13 +40,12 @@ from connectors.base import (
     HealthResult,
     LogBatch,
     LogEntry,
-    ProviderAdapter,
     RunRef,
     RunSpec,
     RunState,
 )
-from connectors.errors import ConfigurationError, ConnectorError, PermanentError
-from connectors.http import raise_for_status
+from connectors.errors import ConfigurationError, ConnectorError, InvalidResponse
+from connectors.http_adapter import HttpAdapter
 
 # (connect, read) seconds for every call.
 TIMEOUT: tuple[float, float] = (3.05, 10.0)
@@ -68,8 +65,9 @@ def prompt_marker(dispatch_key: str) -> str:
     return f"[ccdash-run: {dispatch_key}]"
 
 
-class DevinAdapter(ProviderAdapter):
+class DevinAdapter(HttpAdapter):
     provider_id = "devin"
+    timeout = TIMEOUT
     label = "Devin"
     kind = "external"
     # No artifact API in v1: the pull request link arrives as a provider log line.
@@ -111,33 +109,12 @@ class DevinAdapter(ProviderAdapter):
         "expired": "failed",
     }
 
-    # --- HTTP ------------------------------------------------------------------
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        api_key = self.secrets.get("apiKey")
-        if not api_key:
-            raise ConfigurationError("Devin API key is not set.", {"apiKey": ["Not set."]})
-        headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
-        return self.http.request(
-            method,
-            path,
-            secrets=self.secrets.secret_values(),
-            timeout=TIMEOUT,
-            headers=headers,
-            **kwargs,
-        )
-
-    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
-        raise_for_status(response, secrets=self.secrets.secret_values(), what=what)
-        try:
-            body = response.json()
-        except ValueError:
-            raise PermanentError(f"{what}: Devin answered without JSON") from None
-        return body if isinstance(body, dict) else {}
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.require_secret('apiKey')}"}
 
     def _session(self, session_id: str) -> dict[str, Any]:
         """``GET /v1/sessions/{id}``; 404 → RunNotFound, 401/403 → AuthError."""
-        return self._json(self._call("GET", f"/v1/sessions/{session_id}"), "get Devin session")
+        return self.call_json("GET", f"/v1/sessions/{session_id}", "session read")
 
     # --- dispatch and recovery ----------------------------------------------------
 
@@ -152,10 +129,10 @@ class DevinAdapter(ProviderAdapter):
             "title": f"{spec.title} [{spec.dispatch_key}]",
             "tags": list(dict.fromkeys(tags)),
         }
-        created = self._json(self._call("POST", "/v1/sessions", json=body), "create Devin session")
+        created = self.call_json("POST", "/v1/sessions", "session creation", json=body)
         session_id = str(created.get("session_id") or "")
         if not session_id:
-            raise PermanentError("create Devin session: the answer has no session_id")
+            raise InvalidResponse("Devin session creation answered without a session_id")
         return DispatchResult(
             provider_run_id=session_id,
             provider_url=str(created.get("url") or ""),
@@ -169,7 +146,7 @@ class DevinAdapter(ProviderAdapter):
         second safety net should the listing have missed the session."""
         tag = run_tag(spec.dispatch_key)
         params = {"tags": tag, "limit": RECOVER_PAGE_SIZE}
-        listing = self._json(self._call("GET", "/v1/sessions", params=params), "list sessions")
+        listing = self.call_json("GET", "/v1/sessions", "session list", params=params)
         for session in listing.get("sessions") or ():
             if not isinstance(session, Mapping) or not session.get("session_id"):
                 continue
@@ -214,10 +191,10 @@ class DevinAdapter(ProviderAdapter):
         """``DELETE`` terminates synchronously: a 2xx is a confirmed cancel.
         "Already ended" (any other 4xx but 401/403/404/429) re-reads the session
         and confirms when it is terminal; 404 → RunNotFound."""
-        response = self._call("DELETE", f"/v1/sessions/{ref.provider_run_id}")
+        response = self.send("DELETE", f"/v1/sessions/{ref.provider_run_id}")
         status = response.status_code
         if status >= 500 or status in _RAISE_ON_CANCEL:
-            raise_for_status(response, secrets=self.secrets.secret_values(), what="end session")
+            self.check(response, "session termination")
         if response.ok:
             return CancelResult(confirmed=True, provider_status_raw=self._status_quietly(ref))
         raw = _native_status(self._session(ref.provider_run_id))
@@ -234,7 +211,7 @@ class DevinAdapter(ProviderAdapter):
         """``GET /v1/sessions?limit=1`` (v1 has no "whoami"): accepted key and a
         base URL that answers like the Devin API."""
         try:
-            response = self._call("GET", "/v1/sessions", params={"limit": 1})
+            response = self.send("GET", "/v1/sessions", params={"limit": 1})
         except ConfigurationError as exc:
             return HealthResult(False, exc.message)
         except ConnectorError as exc:

@@ -18,9 +18,10 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 import requests
+from django.conf import settings
 
 from connectors.base import (
     TERMINAL,
@@ -31,7 +32,6 @@ from connectors.base import (
     HealthResult,
     LogBatch,
     LogEntry,
-    ProviderAdapter,
     RunRef,
     RunSpec,
     RunState,
@@ -42,7 +42,7 @@ from connectors.errors import (
     ConnectorError,
     TransientError,
 )
-from connectors.http import raise_for_status
+from connectors.http_adapter import HttpAdapter
 from connectors.redaction import Redactor
 
 TIMEOUT = (3.05, 10.0)
@@ -56,12 +56,14 @@ DISPATCH_LOOKBACK_S = 120
 RECOVERY_LOOKBACK_S = 24 * 3600
 RECOVERY_PAGES = 3
 API = "https://api.github.com"
+API_VERSION = "2022-11-28"
 INPUT = r"[A-Za-z_][A-Za-z0-9_-]*"
 WORKFLOW = r"\d+|[A-Za-z0-9._-]+\.ya?ml"  # a file name or the numeric id
 
 
-class GitHubActionsAdapter(ProviderAdapter):
+class GitHubActionsAdapter(HttpAdapter):
     provider_id = "github_actions"
+    timeout = TIMEOUT
     label = "GitHub Actions"
     CAPABILITIES = Capabilities(supports_cancel=True)
     default_base_url = API
@@ -74,9 +76,7 @@ class GitHubActionsAdapter(ProviderAdapter):
         ConfigField("ref", "Branch or tag", default="main", pattern=r"[^\s~^:?*\[\\]+"),
         ConfigField("commandInput", "Input for the command", default="command", pattern=INPUT),
         ConfigField("extraInputs", "Extra inputs (name: value)", "object"),
-        ConfigField(
-            "apiVersion", "API version", default="2022-11-28", pattern=r"\d{4}-\d{2}-\d{2}"
-        ),
+        ConfigField("apiVersion", "API version", default=API_VERSION, pattern=r"\d{4}-\d{2}-\d{2}"),
     )
     secret_fields = (ConfigField("token", "Token", required=True),)
     # Native status, or "completed/<conclusion>". Decisions beyond the docs:
@@ -149,13 +149,13 @@ class GitHubActionsAdapter(ProviderAdapter):
             "return_run_details": True,
         }
         path = f"{self._workflow_path()}/dispatches"
-        response = self._send("POST", path, json=body)
+        response = self.send("POST", path, json=body)
         if response.status_code in (400, 422) and "return_run_details" in response.text:
             del body["return_run_details"]
-            response = self._send("POST", path, json=body)
+            response = self.send("POST", path, json=body)
         if response.status_code >= 300:
             self._raise_dispatch_error(response)
-        details = self._body(response, "dispatch") if response.status_code == 200 else {}
+        details = self.decode(response, "dispatch") if response.status_code == 200 else {}
         if details.get("workflow_run_id"):
             return DispatchResult(str(details["workflow_run_id"]), str(details.get("html_url", "")))
         for attempt in range(LIST_ATTEMPTS):
@@ -175,18 +175,18 @@ class GitHubActionsAdapter(ProviderAdapter):
         """GET .../runs/{id}. A re-run keeps the id and bumps ``run_attempt``;
         status and jobs (``filter=latest``) follow the latest attempt, so the
         attempt number itself is not kept."""
-        run = self._get_json(self._run_path(ref), "run status")
+        run = self.call_json("GET", self._run_path(ref), "run status")
         raw = _native_status(run)
         return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
 
     def cancel(self, ref: RunRef) -> CancelResult:
         """POST .../cancel: 202 (the run shows completed/cancelled later); 409
         when it already completed: re-read it and say whether it is over."""
-        response = self._send("POST", f"{self._run_path(ref)}/cancel")
+        response = self.send("POST", f"{self._run_path(ref)}/cancel")
         if response.status_code == 409:
             state = self.poll_status(ref)
             return CancelResult(state.status in TERMINAL, state.provider_status_raw)
-        self._raise_for(response, "cancel")
+        self.check(response, "cancel")
         return CancelResult(confirmed=False)
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
@@ -194,8 +194,11 @@ class GitHubActionsAdapter(ProviderAdapter):
         incremental: the whole text is read and ``cursor["jobs"][job_id]``
         lines are skipped. A trailing partial line waits until the job
         completes; a log not available yet (404) yields nothing."""
-        listing = self._get_json(
-            f"{self._run_path(ref)}/jobs", "job list", params={"filter": "latest", "per_page": 100}
+        listing = self.call_json(
+            "GET",
+            f"{self._run_path(ref)}/jobs",
+            "job list",
+            params={"filter": "latest", "per_page": 100},
         )
         stored = {str(k): int(v) for k, v in (cursor.get("jobs") or {}).items()}
         entries: list[LogEntry] = []
@@ -217,17 +220,17 @@ class GitHubActionsAdapter(ProviderAdapter):
         the YAML does. A token that cannot read contents (403) leaves the
         trigger unverified (dispatch still reports it, as ConfigurationError)."""
         try:
-            response = self._send("GET", self._repo_path())
+            response = self.send("GET", self._repo_path())
             if response.status_code == 404:
                 return HealthResult(
                     False, f"Repository {self._full_name} not found (or not visible)."
                 )
-            self._raise_for(response, "repository check")
-            response = self._send("GET", self._workflow_path())
+            self.check(response, "repository check")
+            response = self.send("GET", self._workflow_path())
             if response.status_code == 404:
                 return HealthResult(False, f"Workflow {self._wf} not found in {self._full_name}.")
-            self._raise_for(response, "workflow check")
-            found = self._body(response, "workflow check")
+            self.check(response, "workflow check")
+            found = self.decode(response, "workflow check")
             if found.get("state", "active") != "active":
                 return HealthResult(False, f"Workflow {self._wf} is {found['state']} on GitHub.")
             return self._check_trigger(str(found.get("path") or ""))
@@ -235,7 +238,7 @@ class GitHubActionsAdapter(ProviderAdapter):
             return HealthResult(
                 False, f"GitHub refused the token (revoked or lacking access): {exc}"
             )
-        except ConnectorError as exc:
+        except (ConnectorError, ConfigurationError) as exc:
             return HealthResult(False, exc.message)
 
     # --- helpers ---------------------------------------------------------------
@@ -261,35 +264,14 @@ class GitHubActionsAdapter(ProviderAdapter):
     def _run_path(self, ref: RunRef) -> str:
         return f"{self._repo_path()}/actions/runs/{quote(ref.provider_run_id, safe='')}"
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {
-            "Authorization": f"Bearer {self.secrets.get('token', '')}",
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.require_secret('token')}"}
+
+    def api_headers(self) -> dict[str, str]:
+        return {
             "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": str(self.settings.get("apiVersion") or "2022-11-28"),
+            "X-GitHub-Api-Version": str(self.settings.get("apiVersion") or API_VERSION),
         }
-        secrets = self.secrets.secret_values()
-        return self.http.request(
-            method, path, secrets=secrets, timeout=TIMEOUT, headers=headers, **kwargs
-        )
-
-    def _raise_for(self, response: requests.Response, what: str) -> None:
-        raise_for_status(response, secrets=self.secrets.secret_values(), what=what)
-
-    def _body(self, response: requests.Response, what: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise TransientError(
-                f"{what}: GitHub answered HTTP {response.status_code} without JSON"
-            )
-        return body
-
-    def _get_json(self, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        response = self._send("GET", path, **kwargs)
-        self._raise_for(response, what)
-        return self._body(response, what)
 
     def _raise_dispatch_error(self, response: requests.Response) -> None:
         detail = Redactor(self.secrets.secret_values()).scrub(_message(response))
@@ -302,7 +284,7 @@ class GitHubActionsAdapter(ProviderAdapter):
         if response.status_code == 422:
             message = f"GitHub refused the dispatch: {detail}"
             raise ConfigurationError(message, {"nonField": [message]})
-        self._raise_for(response, "dispatch")
+        self.check(response, "dispatch")
 
     def _find_run(self, key: str, since: float, *, pages: int) -> DispatchResult | None:
         """The newest workflow_dispatch run on our ref whose title holds ``key``."""
@@ -312,11 +294,11 @@ class GitHubActionsAdapter(ProviderAdapter):
         params = {"event": "workflow_dispatch", "branch": branch, "created": created}
         for page in range(1, pages + 1):
             query = {**params, "per_page": 100, "page": page}
-            response = self._send("GET", f"{self._workflow_path()}/runs", params=query)
+            response = self.send("GET", f"{self._workflow_path()}/runs", params=query)
             if response.status_code == 404:
                 self._raise_dispatch_error(response)
-            self._raise_for(response, "run lookup")
-            runs = self._body(response, "run lookup").get("workflow_runs") or []
+            self.check(response, "run lookup")
+            runs = self.decode(response, "run lookup").get("workflow_runs") or []
             for run in runs:
                 if run.get("id") and match.search(str(run.get("display_title") or "")):
                     url, raw = str(run.get("html_url") or ""), _native_status(run)
@@ -326,30 +308,27 @@ class GitHubActionsAdapter(ProviderAdapter):
         return None
 
     def _job_log(self, job_id: str) -> str | None:
-        """A job's whole log, or None while GitHub has none to give. The 302
-        target is a signed URL on a storage host: it is fetched without our
-        Authorization header (the token never leaves for another host)."""
+        """A job's whole log, or None while GitHub has none to give. GitHub
+        answers 302 to a signed URL on a storage host (one of
+        ``storage_hosts``): it is fetched without credentials, capped at
+        ``EXECUTION_MAX_OUTPUT_BYTES``."""
         path = f"{self._repo_path()}/actions/jobs/{quote(job_id, safe='')}/logs"
-        response = self._send("GET", path, allow_redirects=False)
-        if response.status_code in (404, 410):
+        got = self.download(path, "job log", max_bytes=_max_log_bytes())
+        if got.status in (403, 404, 410):  # expired, or not written yet
             return None
-        if response.is_redirect and response.headers.get("Location"):
-            location = urljoin(response.url, response.headers["Location"])
-            response = self.http.request("GET", location, timeout=TIMEOUT)
-            if response.status_code in (403, 404, 410):  # expired, or not written yet
-                return None
-        self._raise_for(response, "job log")
-        return response.content.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        if got.error is not None:
+            self.check(got.error, "job log")
+        return got.content.decode("utf-8", errors="replace").removeprefix("\ufeff")
 
     def _check_trigger(self, path: str) -> HealthResult:
         found = f"{self._full_name} reachable, workflow {self._wf} found"
         contents = f"{self._repo_path()}/contents/{quote(path)}"
-        response = self._send("GET", contents, params={"ref": self._ref})
+        response = self.send("GET", contents, params={"ref": self._ref})
         if response.status_code == 404:
             return HealthResult(False, f"Workflow file {path} not found on ref {self._ref}.")
         try:
-            self._raise_for(response, "workflow file")
-            content = self._body(response, "workflow file")
+            self.check(response, "workflow file")
+            content = self.decode(response, "workflow file")
             # Files over 1 MB come without content ("encoding": "none").
             text = base64.b64decode(str(content["content"])).decode("utf-8", errors="replace")
         except (AuthError, KeyError, ValueError):  # 403: the token cannot read contents
@@ -358,6 +337,10 @@ class GitHubActionsAdapter(ProviderAdapter):
         if "workflow_dispatch" not in text:
             return HealthResult(False, f"Workflow {self._wf} has no workflow_dispatch trigger.")
         return HealthResult(True, f"{found}, accepting workflow_dispatch.")
+
+
+def _max_log_bytes() -> int:
+    return int(settings.EXECUTION.get("MAX_OUTPUT_BYTES") or 2 * 1024 * 1024)
 
 
 def _native_status(run: Mapping[str, Any]) -> str:
