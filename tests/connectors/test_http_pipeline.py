@@ -24,6 +24,11 @@ SECRET = "s3cr3t-value-for-the-pipeline"
 EXTERNAL = sorted(SETTINGS)
 
 
+@pytest.fixture(autouse=True)
+def _allow_the_test_api(settings):
+    settings.CONNECTORS_ALLOWED_HOSTS = ["api.provider.test"]
+
+
 def make(provider_id: str, *, with_secret: bool = True):
     cls = REGISTRY[provider_id]
     settings = cls.validate_config({**SETTINGS[provider_id], "baseUrl": API})
