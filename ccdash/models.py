@@ -35,6 +35,23 @@ class Project(models.Model):
         help_text="Let the creator of a run approve it (one-person projects). "
         "Off: another approver must (four eyes).",
     )
+    # Agent (prompt) runs: see execution.prompt_policy and execution.dispatch.
+    agent_runs_require_approval = models.BooleanField(
+        default=False, help_text="Every prompt to a coding agent waits for an approver."
+    )
+    prompt_patterns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"pattern": regex, "reasonCode": code}]: a matching prompt needs approval.',
+    )
+    max_prompt_length = models.PositiveIntegerField(
+        default=20_000, help_text="Longer prompts are refused."
+    )
+    agent_fallback_chain = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Prompt providers to try, in order, when an agent provider is unavailable.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ProjectQuerySet.as_manager()

@@ -165,6 +165,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two different "kind"s: a run's (command|prompt, also a provider's
+    # inputKind) and a provider's (local|external).
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "execution.models.RunKind",
+        "ProviderKindEnum": ["local", "external"],
+    },
 }
 
 # --- django-q2 ------------------------------------------------------------------------

@@ -29,6 +29,12 @@ CANONICAL_STATUSES = frozenset(
 )
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
+# What an adapter takes: a command line (run by a shell-less executor or a CI
+# workflow) or a prompt (an instruction for a coding agent). Routing never
+# hands one kind to an adapter of the other.
+InputKind = Literal["command", "prompt"]
+INPUT_KINDS: tuple[InputKind, ...] = ("command", "prompt")
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -36,6 +42,9 @@ class Capabilities:
     supports_cancel: bool = False
     supports_artifacts: bool = False
     supports_resume: bool = False
+    # Answer a run that waits for its user, and start new work on the agent of a
+    # finished run (``send_message`` / ``follow_up``).
+    supports_follow_up: bool = False
 
     def as_api(self) -> dict[str, bool]:
         return {
@@ -43,6 +52,7 @@ class Capabilities:
             "supportsCancel": self.supports_cancel,
             "supportsArtifacts": self.supports_artifacts,
             "supportsResume": self.supports_resume,
+            "supportsFollowUp": self.supports_follow_up,
         }
 
 
@@ -89,7 +99,12 @@ class Secrets(Mapping[str, str]):
 @dataclass(frozen=True)
 class RunSpec:
     """What to dispatch. ``dispatch_key`` is stable across retried dispatches and
-    is sent to the provider as a correlation value where the API allows."""
+    is sent to the provider as a correlation value where the API allows.
+
+    ``command`` holds the run's text whatever its ``kind``: a command line for
+    a ``command`` run, the instruction for a ``prompt`` run (read it as
+    ``text``). Dispatch only hands a spec to an adapter whose ``input_kind``
+    is the spec's ``kind``."""
 
     run_id: int
     dispatch_key: str
@@ -100,6 +115,11 @@ class RunSpec:
     cwd: str = ""
     env_profile: str = "default"
     feature_id: str = ""
+    kind: InputKind = "command"
+
+    @property
+    def text(self) -> str:
+        return self.command
 
     @property
     def title(self) -> str:
@@ -183,6 +203,9 @@ class ProviderAdapter(ABC):
     provider_id: ClassVar[str]
     label: ClassVar[str]
     kind: ClassVar[Literal["local", "external"]] = "external"
+    # Every adapter declares what it takes (no default: the conformance suite
+    # fails an adapter that does not say).
+    input_kind: ClassVar[InputKind]
     CAPABILITIES: ClassVar[Capabilities] = Capabilities()
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
     secret_fields: ClassVar[tuple[ConfigField, ...]] = ()
@@ -319,6 +342,21 @@ class ProviderAdapter(ABC):
         """Output produced since ``cursor`` (``{}`` the first time); never
         returns a line twice for the cursor it hands back."""
         return LogBatch(entries=(), cursor=dict(cursor))
+
+    def send_message(self, ref: RunRef, text: str) -> None:
+        """Answer a run that waits for its user (canonical ``waiting``); the
+        run goes back to work, which the next poll shows. Raises
+        ``ProviderConflict`` when the provider refuses in the run's state,
+        ``UnsupportedOperation`` when the provider has no such thing."""
+        raise UnsupportedOperation(f"{self.label} does not take messages")
+
+    def follow_up(self, parent: RunRef, text: str) -> DispatchResult:
+        """Start new work on the agent (or session) that ran ``parent``, which
+        has finished; the result describes that new unit of work, which
+        becomes a new canonical run. Raises ``ProviderConflict`` when the
+        agent is busy or no longer accepts work, ``UnsupportedOperation``
+        when the provider has no follow-ups."""
+        raise UnsupportedOperation(f"{self.label} does not take follow-ups")
 
     @abstractmethod
     def check_health(self) -> HealthResult:

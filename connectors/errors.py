@@ -82,6 +82,18 @@ class UnsupportedOperation(PermanentError):
     kind = "unsupported"
 
 
+class ProviderConflict(PermanentError):
+    """The provider refuses the action in the run's current state (Cursor's
+    ``409 agent_busy``, a Devin session that no longer takes messages).
+    ``code`` is the provider's reason, passed on to the caller."""
+
+    kind = "conflict"
+
+    def __init__(self, message: str, *, code: str = "provider_conflict", status_code=None):
+        super().__init__(message, status_code=status_code)
+        self.code = code
+
+
 class ConfigurationError(ImproperlyConfigured):
     """Provider settings or credentials are invalid.
 

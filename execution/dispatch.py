@@ -1,7 +1,15 @@
 """Dispatch: the fixed pipeline every run goes through after approval.
 
 policy (again, right before sending) → route (enabled, rollout, health,
-circuit; fallback to local when allowed) → adapter → store the provider's ids.
+circuit; fallback when allowed) → adapter → store the provider's ids.
+
+Fallback keeps the run's kind: a command run falls back to the local executor
+(when the project and the provider config allow it); a prompt run only to the
+prompt providers of the project's ``agent_fallback_chain``, and without one it
+fails visibly as ``provider_unavailable``. A prompt never reaches the local
+shell: ``_send`` refuses any adapter whose ``input_kind`` is not the run's.
+An approval is the run's: it covers the run on whichever provider of its kind
+it lands, and the fallback event says so.
 
 Idempotent: the run's ``dispatch_key`` is persisted when the run is created
 and ``dispatch_attempts`` is bumped *before* the provider is called; a
@@ -28,6 +36,7 @@ from connectors.errors import (
     AuthError,
     ConfigurationError,
     ConnectorError,
+    ProviderConflict,
     TransientError,
     UnknownProvider,
 )
@@ -35,7 +44,7 @@ from connectors.models import HealthStatus, ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID, adapter_class
 from execution import policy_gate
 from execution.events import audit
-from execution.models import Run
+from execution.models import Run, RunKind
 from execution.states import RunStatus, SyncStatus
 from execution.transitions import transition
 
@@ -58,10 +67,14 @@ class Route:
 
 
 class NoRoute(Exception):
-    def __init__(self, code: str, message: str):
+    """No provider of the run's kind can take it. ``cause``: the original
+    provider's problem when ``code`` sums it up (``provider_unavailable``)."""
+
+    def __init__(self, code: str, message: str, cause: str = ""):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.cause = cause or code
 
 
 def enqueue_dispatch(run_id: int) -> None:
@@ -75,37 +88,75 @@ def _in_rollout(run: Run, config: ProviderConfig) -> bool:
     return run.pk % 100 < config.rollout_percent
 
 
-def choose_route(run: Run) -> Route:
-    """Where the run goes. Raises ``NoRoute`` when the provider is unavailable
-    and fallback to local is not allowed."""
-    provider_id = run.provider_id
+Problem = tuple[str, str]
+
+
+def availability(
+    run: Run, provider_id: str, *, rollout: bool = True
+) -> tuple[ProviderConfig | None, Problem | None]:
+    """The provider's config for the run's project and, when the run cannot
+    go there, ``(reason_code, message)``: disabled, not rolled out to this
+    run (unless ``rollout`` is False: a follow-up stays with its agent),
+    failing its health check (with its message), or circuit open."""
     if provider_id == LOCAL_PROVIDER_ID:
-        return Route(LOCAL_PROVIDER_ID)
+        return None, None
     config = get_config(run.project_id, provider_id)
     label = adapter_class(provider_id).label
     problem: tuple[str, str] | None = None
     if config is None or not config.enabled:
         problem = ("provider_disabled", f"{label} is not enabled for this project.")
-    elif not _in_rollout(run, config):
+    elif rollout and not _in_rollout(run, config):
         problem = ("provider_not_rolled_out", f"{label} is not rolled out to this run.")
     elif config.health_status == HealthStatus.FAILING:
         detail = f": {config.health_message}" if config.health_message else "."
         problem = ("provider_unhealthy", f"{label} is failing its health check{detail}")
     elif circuit.is_open(provider_id, build_adapter(provider_id, config).base_url):
         problem = ("provider_circuit_open", f"{label} is failing repeatedly; circuit open.")
+    return config, problem
+
+
+def choose_route(run: Run) -> Route:
+    """Where the run goes: its provider when available, else a fallback of
+    the same input kind. Raises ``NoRoute`` when there is none."""
+    provider_id = run.provider_id
+    config, problem = availability(run, provider_id)
     if problem is None:
         return Route(provider_id, config)
+    if run.kind == RunKind.PROMPT:
+        return _agent_fallback(run, provider_id, problem)
     allowed = config.allow_fallback_to_local if config else run.project.allow_fallback_to_local
     if allowed and run.project.allow_fallback_to_local:
         return Route(LOCAL_PROVIDER_ID, None, provider_id, *problem)
     raise NoRoute(*problem)
 
 
+def _agent_fallback(run: Run, provider_id: str, problem: tuple[str, str]) -> Route:
+    """The first available prompt provider of the project's agent fallback
+    chain; else ``NoRoute("provider_unavailable")`` with why each was skipped."""
+    reason, message = problem
+    skipped: list[str] = []
+    for candidate in run.project.agent_fallback_chain or ():
+        if candidate == provider_id:
+            continue
+        try:
+            if adapter_class(candidate).input_kind != RunKind.PROMPT:
+                continue  # never a command provider, whatever the chain says
+        except UnknownProvider:
+            continue
+        candidate_config, candidate_problem = availability(run, candidate)
+        if candidate_problem is None:
+            return Route(candidate, candidate_config, provider_id, reason, message)
+        skipped.append(candidate_problem[1])
+    detail = " ".join([message, *(f"Fallback skipped: {s}" for s in skipped)])
+    raise NoRoute("provider_unavailable", detail, cause=reason)
+
+
 def run_spec(run: Run) -> RunSpec:
     return RunSpec(
         run_id=run.pk,
         dispatch_key=run.dispatch_key,
-        command=run.command,
+        command=run.text,
+        kind=run.kind,
         project_id=run.project_id,
         project_name=run.project.name,
         workspace_root=run.project.workspace_root,
@@ -138,6 +189,8 @@ def dispatch_run(run_id: int) -> str:
             message="policy now requires an approval; retry the run",
         )
         return "blocked"
+    if run.follow_up_of_id:
+        return dispatch_follow_up(run)
     try:
         route = choose_route(run)
     except UnknownProvider as exc:
@@ -145,25 +198,113 @@ def dispatch_run(run_id: int) -> str:
         transition(run, RunStatus.FAILED, reason="unknown_provider", message=exc.message)
         return "failed"
     except NoRoute as no_route:
-        transition(run, RunStatus.FAILED, reason=no_route.code, message=no_route.message)
+        _fail_unrouted(run, no_route)
         return "failed"
     if route.fallback_from:
-        Run.objects.filter(pk=run.pk).update(
-            provider_id=LOCAL_PROVIDER_ID, fallback_from_provider_id=route.fallback_from
-        )
-        run.provider_id, run.fallback_from_provider_id = LOCAL_PROVIDER_ID, route.fallback_from
-        audit(
-            run.pk,
-            "fallback_to_local",
-            route.fallback_message,
-            fromProviderId=route.fallback_from,
-            reason=route.fallback_reason,
-        )
+        _record_fallback(run, route)
     adapter = build_adapter(route.provider_id, route.config)
     return _send(run, adapter)
 
 
+def parent_ref(parent: Run) -> RunRef:
+    return RunRef(parent.pk, parent.provider_run_id, parent.dispatch_key, parent.provider_state)
+
+
+def follow_up_adapter(run: Run) -> ProviderAdapter:
+    """The adapter of the agent a follow-up goes to: the run's own provider,
+    never a fallback. Raises ``NoRoute("provider_unavailable")``."""
+    config, problem = availability(run, run.provider_id, rollout=False)
+    if problem is not None:
+        raise NoRoute("provider_unavailable", problem[1], cause=problem[0])
+    return build_adapter(run.provider_id, config)
+
+
+def store_follow_up(run: Run, parent: Run, adapter: ProviderAdapter, result: DispatchResult):
+    """Record the provider's new unit of work on the follow-up run. When it
+    continues the parent's provider run (a Devin session), the log cursor
+    continues too, so the earlier transcript is not stored twice."""
+    state = dict(result.provider_state)
+    if result.provider_run_id == parent.provider_run_id and "logCursor" in parent.provider_state:
+        state.setdefault("logCursor", parent.provider_state["logCursor"])
+    result = DispatchResult(
+        result.provider_run_id, result.provider_url, result.provider_status_raw, state
+    )
+    _store_result(run, adapter, result, recovered=False)
+
+
+def dispatch_follow_up(run: Run) -> str:
+    """An approved follow-up: sent once to the parent's agent. Not retried on
+    a transient error (a re-sent follow-up could start the work twice); the
+    run fails visibly instead and the user sends it again."""
+    parent = Run.objects.get(pk=run.follow_up_of_id)
+    try:
+        adapter = follow_up_adapter(run)
+    except NoRoute as no_route:
+        _fail_unrouted(run, no_route)
+        return "failed"
+    Run.objects.filter(pk=run.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
+    try:
+        result = adapter.follow_up(parent_ref(parent), run.prompt)
+    except ProviderConflict as exc:
+        transition(run, RunStatus.FAILED, reason=exc.code, message=exc.message)
+        return "failed"
+    except (ConnectorError, ConfigurationError) as exc:
+        message = project_redactor(run.project_id).scrub(getattr(exc, "message", str(exc)))
+        transition(run, RunStatus.FAILED, reason="dispatch_failed", message=message)
+        return "failed"
+    store_follow_up(run, parent, adapter, result)
+    return "dispatched"
+
+
+def _fail_unrouted(run: Run, no_route: NoRoute) -> None:
+    transition(run, RunStatus.FAILED, reason=no_route.code, message=no_route.message)
+    if no_route.code == "provider_unavailable":
+        audit(
+            run.pk,
+            "provider_unavailable",
+            no_route.message,
+            providerId=run.provider_id,
+            reason=no_route.cause,
+            agentFallbackChain=list(run.project.agent_fallback_chain or ()),
+        )
+
+
+def _record_fallback(run: Run, route: Route) -> None:
+    """Move the run to the fallback provider, with an audit event that says
+    why and whether an approval carries over (it does: same kind of work)."""
+    Run.objects.filter(pk=run.pk).update(
+        provider_id=route.provider_id, fallback_from_provider_id=route.fallback_from
+    )
+    run.provider_id, run.fallback_from_provider_id = route.provider_id, route.fallback_from
+    approved_by = run.approved_by.get_username() if run.approved_by_id else ""
+    approval = f" The approval by {approved_by} carries over." if approved_by else ""
+    if route.provider_id == LOCAL_PROVIDER_ID:
+        event, text = "fallback_to_local", route.fallback_message
+    else:
+        event = "fallback_to_provider"
+        text = f"{route.fallback_message} Falling back to {adapter_class(route.provider_id).label}."
+    audit(
+        run.pk,
+        event,
+        text + approval,
+        fromProviderId=route.fallback_from,
+        reason=route.fallback_reason,
+        **({"toProviderId": route.provider_id} if event == "fallback_to_provider" else {}),
+        **({"approvalCarriedOver": True, "approvedBy": approved_by} if approved_by else {}),
+    )
+
+
 def _send(run: Run, adapter: ProviderAdapter) -> str:
+    if adapter.input_kind != run.kind:
+        # The last guard: whatever routing decided, prose never reaches a shell
+        # and a command line never reaches an agent.
+        transition(
+            run,
+            RunStatus.FAILED,
+            reason="kind_mismatch",
+            message=f"{adapter.label} takes a {adapter.input_kind}, this run is a {run.kind}.",
+        )
+        return "failed"
     spec = run_spec(run)
     earlier_attempts = run.dispatch_attempts
     # Persist the attempt before the provider can create anything.

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from connectors.configs import project_redactor
 from execution.events import NewEvent, append_events, audit
-from execution.models import Run, Stream
+from execution.models import Run, RunKind, Stream
 from execution.policy import build_env
 from execution.policy_gate import env_profiles, evaluate_run
 from execution.runner import OutputChunk, ProcessResult, run_process
@@ -34,6 +34,15 @@ def execute_run(run_id: int) -> str:
     run = Run.objects.select_related("project").get(pk=run_id)
     if run.status != RunStatus.QUEUED:
         return "skipped"
+    if run.kind != RunKind.COMMAND:
+        # Prose never reaches a process, whatever put this task on the queue.
+        transition(
+            run,
+            RunStatus.FAILED,
+            reason="kind_mismatch",
+            message=f"The local executor runs command lines; this run is a {run.kind}.",
+        )
+        return RunStatus.FAILED
     decision = evaluate_run(run)
     if decision.verdict == "deny":
         transition(

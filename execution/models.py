@@ -27,6 +27,14 @@ class RiskLevel(models.TextChoices):
     HIGH = "high"
 
 
+class RunKind(models.TextChoices):
+    """What a run carries: a command line or a prompt for a coding agent. Fixed
+    at creation from the provider's ``input_kind``; fallback never changes it."""
+
+    COMMAND = "command"
+    PROMPT = "prompt"
+
+
 class Run(models.Model):
     project = models.ForeignKey("ccdash.Project", on_delete=models.CASCADE, related_name="runs")
     feature_id = models.CharField(max_length=200, blank=True, default="")
@@ -37,8 +45,11 @@ class Run(models.Model):
     # NULL, not "", so the partial unique constraint ignores runs without a key.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
 
-    # What to run, and where.
-    command = models.TextField()
+    # What to run, and where. Exactly one of command/prompt is set, by kind:
+    # a prompt run has no command line, so nothing can hand it to a shell.
+    kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.COMMAND)
+    command = models.TextField(blank=True, default="")
+    prompt = models.TextField(blank=True, default="")
     cwd = models.CharField(max_length=1000, blank=True, default="")
     env_profile = models.CharField(max_length=100, default="default")
 
@@ -60,6 +71,10 @@ class Run(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    # A follow-up prompt on the agent (or session) of this earlier, finished run.
+    follow_up_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups"
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +138,11 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.provider_id}, {self.status})"
+
+    @property
+    def text(self) -> str:
+        """The command line or the prompt, whichever the run's kind carries."""
+        return self.prompt if self.kind == RunKind.PROMPT else self.command
 
 
 class RunEvent(models.Model):

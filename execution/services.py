@@ -25,7 +25,7 @@ from connectors.services import effective_default_provider_id
 from execution import policy_gate
 from execution.dispatch import enqueue_dispatch
 from execution.events import NewEvent, append_events, audit
-from execution.models import Run, Stream
+from execution.models import Run, RunKind, Stream
 from execution.states import (
     CANCELABLE_STATUSES,
     RETRYABLE_STATUSES,
@@ -58,9 +58,23 @@ class ActionForbidden(Exception):
         self.code = code
 
 
+class InvalidRunRequest(Exception):
+    """The request does not fit the provider (API: 400 naming ``fields``)."""
+
+    def __init__(self, message: str, fields: dict[str, list[str]], code: str = "invalid"):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        self.code = code
+
+
 @dataclass(frozen=True)
 class RunRequest:
-    command: str
+    """What to run. Command providers take ``command``; prompt providers take
+    ``prompt`` (or, as older clients send it, ``command``)."""
+
+    command: str = ""
+    prompt: str = ""
     provider_id: str = ""
     feature_id: str = ""
     recommendation_rule_id: str = ""
@@ -73,28 +87,85 @@ def actor_name(user) -> str:
     return getattr(user, "username", "") or "system"
 
 
+def run_input(provider_id: str, command: str, prompt: str) -> tuple[str, str]:
+    """``(kind, text)`` of a request to ``provider_id``: the kind is the
+    provider's. Raises ``UnknownProvider`` for an unregistered provider and
+    ``InvalidRunRequest`` naming the field that does not fit: a prompt to a
+    command provider, both fields at once, or neither."""
+    cls = adapter_class(provider_id)
+    if command and prompt:
+        raise InvalidRunRequest(
+            "Send either command or prompt, not both.",
+            {"prompt": ["Send either command or prompt, not both."]},
+        )
+    if cls.input_kind == RunKind.COMMAND:
+        if prompt:
+            raise InvalidRunRequest(
+                f"{cls.label} runs command lines, not prompts.",
+                {"prompt": [f"{cls.label} runs command lines; send a command instead."]},
+            )
+        if not command:
+            raise InvalidRunRequest(
+                "A command is required.", {"command": ["This field is required."]}
+            )
+        return RunKind.COMMAND, command
+    # Prompt providers also take ``command``: clients written before run kinds send it.
+    return RunKind.PROMPT, prompt or command
+
+
 def create_run(
-    project: Project, user, request: RunRequest, *, retry_of: Run | None = None
+    project: Project,
+    user,
+    request: RunRequest,
+    *,
+    retry_of: Run | None = None,
+    follow_up_of: Run | None = None,
 ) -> tuple[Run, bool]:
-    """Evaluate policy and record the run; queue its dispatch when allowed.
+    """Evaluate the policy of the run's kind and record the run; queue its
+    dispatch when allowed.
 
     Returns ``(run, created)``; an ``idempotency_key`` already used in the
-    project returns the existing run with ``created=False``.
+    project returns the existing run with ``created=False``. Raises
+    ``UnknownProvider``, ``InvalidRunRequest`` and ``PromptRejected`` (all
+    400) before anything is stored.
     """
+    provider_id = request.provider_id or effective_default_provider_id(project)
+    kind, text = run_input(provider_id, request.command, request.prompt)
+    if kind == RunKind.PROMPT:
+        policy_gate.check_prompt(project, text)
     if request.idempotency_key:
         existing = Run.objects.filter(
             project=project, idempotency_key=request.idempotency_key
         ).first()
         if existing:
-            if existing.command != request.command:
+            if existing.kind != kind or existing.text != text:
                 raise ActionNotAllowed(
-                    "This idempotencyKey was used for a different command.",
+                    f"This idempotencyKey was used for a different {existing.kind}.",
                     code="idempotency_key_reused",
                 )
             return existing, False
-    provider_id = request.provider_id or effective_default_provider_id(project)
-    adapter_class(provider_id)  # raises UnknownProvider (400) before anything is stored
-    decision = policy_gate.evaluate_for(project, request.command, request.cwd, request.env_profile)
+    decision = policy_gate.evaluate_text(project, kind, text, request.cwd, request.env_profile)
+    return record_run(
+        project, user, request, provider_id, kind, text, decision, retry_of, follow_up_of
+    )
+
+
+def record_run(
+    project: Project,
+    user,
+    request: RunRequest,
+    provider_id: str,
+    kind: str,
+    text: str,
+    decision,
+    retry_of: Run | None,
+    follow_up_of: Run | None,
+    *,
+    dispatch: bool = True,
+) -> tuple[Run, bool]:
+    """Store the run with its policy outcome; queue it when allowed and
+    ``dispatch`` (a follow-up sent by the caller's request is already out)."""
+    is_prompt = kind == RunKind.PROMPT
     status = {
         "deny": RunStatus.BLOCKED,
         "requires_approval": RunStatus.AWAITING_APPROVAL,
@@ -105,12 +176,16 @@ def create_run(
             run = Run.objects.create(
                 project=project,
                 created_by=user if getattr(user, "is_authenticated", False) else None,
-                command=request.command,
+                kind=kind,
+                command="" if is_prompt else text,
+                prompt=text if is_prompt else "",
                 provider_id=provider_id,
                 feature_id=request.feature_id,
                 recommendation_rule_id=request.recommendation_rule_id,
-                cwd=request.cwd,
-                env_profile=decision.env_profile,
+                # An agent works in its own checkout: cwd and env profiles are
+                # the local executor's, so a prompt run keeps neither.
+                cwd="" if is_prompt else request.cwd,
+                env_profile="default" if is_prompt else decision.env_profile,
                 idempotency_key=request.idempotency_key or None,
                 policy_verdict=decision.verdict,
                 risk_level=decision.risk,
@@ -120,6 +195,7 @@ def create_run(
                 status_reason="policy_denied" if status == RunStatus.BLOCKED else "",
                 ended_at=timezone.now() if status == RunStatus.BLOCKED else None,
                 retry_of=retry_of,
+                follow_up_of=follow_up_of,
                 dispatch_key=uuid.uuid4().hex,
             )
             events = [
@@ -129,11 +205,13 @@ def create_run(
                     text=f"Run created for {provider_id}; policy: {decision.verdict}",
                     payload={
                         "providerId": provider_id,
+                        "kind": kind,
                         "policyVerdict": decision.verdict,
                         "riskLevel": decision.risk,
                         "reasonCodes": list(decision.reason_codes),
                         "messages": list(decision.messages),
                         "retryOfRunId": retry_of.pk if retry_of else None,
+                        "followUpOfRunId": follow_up_of.pk if follow_up_of else None,
                     },
                     actor=actor,
                 )
@@ -153,7 +231,7 @@ def create_run(
                     )
                 )
             append_events(run.pk, events)
-            if status == RunStatus.QUEUED:
+            if status == RunStatus.QUEUED and dispatch:
                 enqueue_dispatch(run.pk)
     except IntegrityError:
         # Two requests raced on one idempotency key: the other one won.
@@ -293,6 +371,7 @@ def retry(run: Run, user) -> Run:
         user,
         RunRequest(
             command=run.command,
+            prompt=run.prompt,
             provider_id=run.fallback_from_provider_id or run.provider_id,
             feature_id=run.feature_id,
             recommendation_rule_id=run.recommendation_rule_id,

@@ -6,6 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from ccdash.models import Membership, Project
+from connectors import registry
 from execution.models import Run
 
 
@@ -47,7 +48,22 @@ class RunFactory(factory.django.DjangoModelFactory):
 
     project = factory.SubFactory(ProjectFactory)
     command = "echo hi"
+    provider_id = "local"
+    # A run takes its provider's kind; the text lives in the field of that kind.
+    kind = factory.LazyAttribute(lambda run: _input_kind(run.provider_id))
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        if kwargs.get("kind") == "prompt" and not kwargs.get("prompt"):
+            kwargs["prompt"], kwargs["command"] = kwargs.get("command", ""), ""
+        return super()._create(model_class, *args, **kwargs)
     policy_verdict = "allow"
     risk_level = "low"
     status = "queued"
     dispatch_key = factory.Sequence(lambda n: f"dispatch-key-{n}")
+
+
+def _input_kind(provider_id: str) -> str:
+    """The registered provider's kind; ``command`` for ids tests make up."""
+    cls = registry.REGISTRY.get(provider_id)
+    return getattr(cls, "input_kind", "command")

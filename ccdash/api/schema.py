@@ -34,6 +34,7 @@ _DESCRIPTIONS = {
     403: "Your role in the project does not allow this (permission_denied).",
     404: "Not found, or not in one of your projects.",
     409: "The run's state does not allow this action.",
+    502: "The provider failed the call (provider_error).",
 }
 
 ERROR_RESPONSES: dict[int, OpenApiResponse] = {

@@ -66,6 +66,10 @@ class CapabilitiesSerializer(serializers.Serializer):
     supportsCancel = serializers.BooleanField()
     supportsArtifacts = serializers.BooleanField()
     supportsResume = serializers.BooleanField()
+    supportsFollowUp = serializers.BooleanField(
+        help_text="Runs take messages while waiting (runs/{id}/messages) and "
+        "follow-ups once finished (runs/{id}/follow-up)."
+    )
 
 
 @extend_schema_field({"description": "Default value (any JSON type, or null)."})
@@ -107,6 +111,10 @@ class ProviderSerializer(serializers.Serializer):
     id = serializers.CharField()
     label = serializers.CharField()
     kind = serializers.ChoiceField(choices=["local", "external"])
+    inputKind = serializers.ChoiceField(
+        choices=["command", "prompt"],
+        help_text="What runs on this provider take: a command line or a prompt for a coding agent.",
+    )
     capabilities = CapabilitiesSerializer()
     configured = serializers.BooleanField(
         help_text="Settings valid and, for an external provider, required credentials set."
@@ -160,6 +168,7 @@ def provider_view(
         "id": cls.provider_id,
         "label": cls.label,
         "kind": cls.kind,
+        "inputKind": cls.input_kind,
         "capabilities": cls.capabilities().as_api(),
         "configured": configured,
         "enabled": True if is_local else bool(config and config.enabled),

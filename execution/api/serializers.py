@@ -7,16 +7,37 @@ by the name the client sent.
 
 from __future__ import annotations
 
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from execution.models import PolicyVerdict, RiskLevel, Run, RunEvent, Stream
+from execution.models import PolicyVerdict, RiskLevel, Run, RunEvent, RunKind, Stream
 from execution.states import ACTIVE_STATUSES, RunStatus, SyncStatus
 
 # Spec §5 caps one events page; the default keeps a poll cheap.
 EVENTS_DEFAULT_LIMIT = 200
 EVENTS_MAX_LIMIT = 1000
+
+
+# A hard cap on prompt bodies; each project's maxPromptLength (at most this)
+# is the limit that applies, answered as prompt_too_long.
+PROMPT_FIELD_MAX = 100_000
+
+
+class PromptField(serializers.CharField):
+    """Prompt text, taken as sent: no trimming, and blank or NUL-bearing text
+    reaches the prompt policy, which answers it with its own code
+    (``prompt_empty``, ``prompt_nul``, ``prompt_too_long``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("max_length", PROMPT_FIELD_MAX)
+        super().__init__(**kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)
+        ]
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -54,6 +75,16 @@ class RunSerializer(serializers.ModelSerializer):
     approvedAt = serializers.DateTimeField(source="approved_at", allow_null=True)
     exitCode = serializers.IntegerField(source="exit_code", allow_null=True)
     retryOfRunId = serializers.IntegerField(source="retry_of_id", allow_null=True)
+    followUpOfRunId = serializers.IntegerField(
+        source="follow_up_of_id",
+        allow_null=True,
+        help_text="The finished run whose agent this follow-up continues.",
+    )
+    kind = serializers.ChoiceField(
+        choices=RunKind.choices,
+        help_text="command: a command line (in command); prompt: an instruction for a "
+        "coding agent (in prompt). The other field is empty.",
+    )
     createdAt = serializers.DateTimeField(source="created_at")
     startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
     endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
@@ -78,7 +109,9 @@ class RunSerializer(serializers.ModelSerializer):
             "reconcileAttempts",
             "lastSyncError",
             "fallbackFromProviderId",
+            "kind",
             "command",
+            "prompt",
             "cwd",
             "envProfile",
             "policyVerdict",
@@ -89,6 +122,7 @@ class RunSerializer(serializers.ModelSerializer):
             "approvedAt",
             "exitCode",
             "retryOfRunId",
+            "followUpOfRunId",
             "createdAt",
             "startedAt",
             "endedAt",
@@ -104,10 +138,21 @@ class RunSerializer(serializers.ModelSerializer):
 class RunCreateSerializer(serializers.Serializer):
     """Body of ``POST runs``. Omitted ``providerId``: the project's default, then
     ``local``; omitted ``envProfile``: ``default``; omitted ``cwd``: the
-    workspace root."""
+    workspace root.
+
+    Send ``command`` to a command provider (``local``, ``github_actions``) and
+    ``prompt`` to a prompt provider (``cursor``, ``devin``; ``command`` is
+    accepted there too, as older clients send it). A prompt to a command
+    provider, or both fields, is a 400 naming ``prompt``. ``cwd`` and
+    ``envProfile`` apply to command runs only."""
 
     projectId = serializers.IntegerField(min_value=1)
-    command = serializers.CharField(max_length=10_000)
+    command = serializers.CharField(max_length=10_000, required=False)
+    prompt = PromptField(
+        required=False,
+        help_text="Instruction for a coding agent (prompt providers). At most the "
+        "project's maxPromptLength characters; not empty, no NUL bytes.",
+    )
     providerId = serializers.CharField(max_length=64, required=False, allow_blank=True)
     featureId = serializers.CharField(max_length=200, required=False, allow_blank=True)
     recommendationRuleId = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -123,10 +168,14 @@ class RunCreateSerializer(serializers.Serializer):
 
 
 class PolicyCheckRequestSerializer(serializers.Serializer):
-    """Body of ``POST policy-check``: what a run would be evaluated on."""
+    """Body of ``POST policy-check``: what a run would be evaluated on. The
+    provider (``providerId``, else the project's default) picks the policy:
+    the command policy for ``command``, the prompt policy for ``prompt``."""
 
     projectId = serializers.IntegerField(min_value=1)
-    command = serializers.CharField(max_length=10_000)
+    providerId = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    command = serializers.CharField(max_length=10_000, required=False)
+    prompt = PromptField(required=False)
     cwd = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     envProfile = serializers.CharField(max_length=100, required=False, allow_blank=True)
 
@@ -144,6 +193,9 @@ VERDICT_CHOICES = [
 class PolicyCheckSerializer(serializers.Serializer):
     """The policy decision, as a run created now would record it."""
 
+    kind = serializers.ChoiceField(
+        choices=RunKind.choices, help_text="Which policy answered: command or prompt."
+    )
     verdict = serializers.ChoiceField(choices=VERDICT_CHOICES)
     riskLevel = serializers.ChoiceField(source="risk", choices=RiskLevel.choices)
     reasonCodes = serializers.ListField(source="reason_codes", child=serializers.CharField())
@@ -200,3 +252,15 @@ class RejectSerializer(serializers.Serializer):
     """Optional body of ``POST runs/{id}/reject``."""
 
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class MessageSerializer(serializers.Serializer):
+    """Body of ``POST runs/{id}/messages``: the answer to a waiting agent."""
+
+    text = PromptField(help_text="The answer; checked like a prompt.")
+
+
+class FollowUpSerializer(serializers.Serializer):
+    """Body of ``POST runs/{id}/follow-up``: new work for the same agent."""
+
+    prompt = PromptField(help_text="The follow-up instruction; checked like any prompt.")

@@ -11,7 +11,11 @@ Every view is scoped to the caller's projects (``ccdash.api.permissions``):
 * an action the run's state forbids answers **409** with the service's code
   (``execution.services.ActionNotAllowed``);
 * an unknown ``providerId`` answers **400** (``invalid_config``, field
-  ``providerId``).
+  ``providerId``); a prompt to a command provider **400** naming ``prompt``;
+  an empty, whitespace-only, NUL-bearing or too long prompt **400** with
+  ``prompt_empty``, ``prompt_nul`` or ``prompt_too_long``;
+* a provider that fails a message or follow-up answers **502**
+  ``provider_error``.
 
 The views only translate HTTP to ``execution.services`` calls; the services
 own the state machine and the audit events.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -42,7 +47,7 @@ from ccdash.api.permissions import (
 )
 from ccdash.api.schema import ERROR_RESPONSES
 from ccdash.roles import Action
-from execution import policy_gate, reconciler, services
+from execution import follow_ups, policy_gate, reconciler, services
 from execution.api import stream as live
 from execution.api.filters import RunFilter
 from execution.api.pagination import RunPagination
@@ -50,6 +55,8 @@ from execution.api.serializers import (
     ApproveSerializer,
     EventPageQuerySerializer,
     EventPageSerializer,
+    FollowUpSerializer,
+    MessageSerializer,
     PolicyCheckRequestSerializer,
     PolicyCheckSerializer,
     RejectSerializer,
@@ -58,7 +65,8 @@ from execution.api.serializers import (
     RunSerializer,
 )
 from execution.events import audit
-from execution.models import Run, RunEvent
+from execution.models import Run, RunEvent, RunKind
+from execution.prompt_policy import PromptRejected
 from execution.transitions import InvalidTransition
 
 # The relations RunSerializer follows; every run read for an answer joins them.
@@ -84,11 +92,30 @@ def service_conflicts() -> Iterator[None]:
     except InvalidTransition as exc:
         # Services check the state first; this is a race with a worker.
         raise Conflict(f"{exc}; reload the run.") from exc
+    except follow_ups.ProviderCallFailed as exc:
+        raise ApiError(status.HTTP_502_BAD_GATEWAY, "provider_error", exc.message) from exc
+
+
+@contextmanager
+def input_errors(text_field: str = "prompt") -> Iterator[None]:
+    """Turn a request that does not fit the provider, or a prompt the prompt
+    policy refuses outright, into 400 naming the field (``text_field`` for
+    the prompt)."""
+    try:
+        yield
+    except services.InvalidRunRequest as exc:
+        raise ApiError(status.HTTP_400_BAD_REQUEST, exc.code, exc.message, exc.fields) from exc
+    except PromptRejected as exc:
+        raise ApiError(
+            status.HTTP_400_BAD_REQUEST, exc.code, exc.message, {text_field: [exc.message]}
+        ) from exc
 
 
 class PolicyCheckView(APIView):
-    """``POST policy-check``: the decision a run with this command would get
-    now, without creating anything. Any member (viewer and up) may ask.
+    """``POST policy-check``: the decision a run with this command or prompt
+    would get now, without creating anything. Any member (viewer and up) may
+    ask. ``providerId`` (else the project's default) picks the policy, as for
+    ``POST runs``; ``kind`` in the answer says which one answered.
 
     An unknown ``projectId`` (or one of another project) answers 404.
     """
@@ -103,10 +130,24 @@ class PolicyCheckView(APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         project = get_project_for(request.user, data["projectId"], Action.READ)
-        decision = policy_gate.evaluate_for(
-            project, data["command"], data.get("cwd", ""), data.get("envProfile", "")
+        provider_id = data.get("providerId") or services.effective_default_provider_id(project)
+        with input_errors():
+            kind, text = services.run_input(
+                provider_id, data.get("command", ""), data.get("prompt", "")
+            )
+            if kind == RunKind.PROMPT:
+                policy_gate.check_prompt(project, text)
+        decision = policy_gate.evaluate_text(
+            project, kind, text, data.get("cwd", ""), data.get("envProfile", "")
         )
-        return Response(PolicyCheckSerializer(decision).data)
+        answer = SimpleNamespace(
+            kind=kind,
+            verdict=decision.verdict,
+            risk=decision.risk,
+            reason_codes=decision.reason_codes,
+            messages=decision.messages,
+        )
+        return Response(PolicyCheckSerializer(answer).data)
 
 
 class RunViewSet(viewsets.GenericViewSet):
@@ -180,12 +221,13 @@ class RunViewSet(viewsets.GenericViewSet):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         project = get_project_for(request.user, data["projectId"], Action.CREATE_RUN)
-        with service_conflicts():
+        with service_conflicts(), input_errors():
             run, created = services.create_run(
                 project,
                 request.user,
                 services.RunRequest(
-                    command=data["command"],
+                    command=data.get("command", ""),
+                    prompt=data.get("prompt", ""),
                     provider_id=data.get("providerId", ""),
                     feature_id=data.get("featureId", ""),
                     recommendation_rule_id=data.get("recommendationRuleId", ""),
@@ -363,6 +405,52 @@ class RunViewSet(viewsets.GenericViewSet):
         run = self.run_for(Action.RETRY)
         with service_conflicts():
             new_run = services.retry(run, request.user)
+        return self.answer(new_run, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=MessageSerializer,
+        responses={200: RunSerializer, **_errors(400, 401, 403, 404, 409, 502)},
+        parameters=[RUN_ID],
+        summary="Answer a run that waits for its user",
+    )
+    @action(detail=True, methods=["post"])
+    def messages(self, request: Request, pk: str) -> Response:
+        """Operator role. Sends ``text`` to the agent of a ``waiting`` run
+        (Devin: a message to the session); the run shows ``running`` once the
+        next poll sees the agent working. 409 when the run is not waiting, its
+        provider takes no messages (``supportsFollowUp``), the provider
+        refuses (its reason as the code), or the text matches a prompt pattern
+        (``approval_required``). 400 for a text the prompt policy refuses."""
+        run = self.run_for(Action.CREATE_RUN)
+        body = MessageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with service_conflicts(), input_errors("text"):
+            follow_ups.send_message(run, request.user, body.validated_data["text"])
+        return self.answer(self.run_for(Action.READ))
+
+    @extend_schema(
+        request=FollowUpSerializer,
+        responses={
+            201: OpenApiResponse(RunSerializer, description="The new, linked run."),
+            **_errors(400, 401, 403, 404, 409, 502),
+        },
+        parameters=[RUN_ID],
+        summary="Follow up a finished agent run with a new prompt on the same agent",
+    )
+    @action(detail=True, methods=["post"], url_path="follow-up")
+    def follow_up(self, request: Request, pk: str) -> Response:
+        """Operator role. Creates a new run (``followUpOfRunId`` = this run)
+        on the same agent: Cursor starts a run on the existing agent, Devin
+        gets a message in the same session. The finished run stays finished.
+        The prompt goes through the prompt policy: allowed, it is sent now;
+        needing approval, the new run waits for an approver. 409 when this
+        run has not finished, its provider takes no follow-ups, or the
+        provider refuses (``agent_busy``, ``session_ended``)."""
+        run = self.run_for(Action.CREATE_RUN)
+        body = FollowUpSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with service_conflicts(), input_errors():
+            new_run = follow_ups.follow_up(run, request.user, body.validated_data["prompt"])
         return self.answer(new_run, status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -21,7 +21,15 @@ def test_allowed_command(project, operator_client):
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"verdict", "riskLevel", "reasonCodes", "messages", "requiresApproval"}
+    assert set(body) == {
+        "kind",
+        "verdict",
+        "riskLevel",
+        "reasonCodes",
+        "messages",
+        "requiresApproval",
+    }
+    assert body["kind"] == "command"
     assert body["verdict"] == "allow"
     assert body["riskLevel"] == "low"
     assert body["requiresApproval"] is False

@@ -56,6 +56,10 @@ RUN_FIELDS = {
     "recommendationRuleId",
     "reconcileAttempts",
     "degraded",
+    # run kinds and follow-ups
+    "kind",
+    "prompt",
+    "followUpOfRunId",
 }
 
 

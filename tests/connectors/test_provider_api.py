@@ -64,7 +64,9 @@ def test_list_shows_capabilities_in_camel_case(admin_client, project, fake):
         "supportsCancel": True,
         "supportsArtifacts": False,
         "supportsResume": False,
+        "supportsFollowUp": False,
     }
+    assert local["inputKind"] == "command"
     assert local["kind"] == "local"
     assert local["label"] == "Local executor"
 

@@ -100,6 +100,7 @@ class ScriptedAdapter(ProviderAdapter):
 
     label = "Scripted provider"
     kind = "external"
+    input_kind = "command"
     CAPABILITIES = Capabilities(supports_streaming=True, supports_cancel=True)
     state_table = STATE_TABLE
     backend: ScriptedBackend

@@ -78,6 +78,7 @@ from requests.structures import CaseInsensitiveDict
 from connectors import registry
 from connectors.base import (
     CANONICAL_STATUSES,
+    INPUT_KINDS,
     TERMINAL,
     Capabilities,
     ConfigField,
@@ -162,6 +163,7 @@ class AdapterConformance:
             project_name="Conformance",
             workspace_root="/srv/conformance-workspace",
             feature_id="conformance",
+            kind=getattr(self.adapter_class, "input_kind", "command"),
         )
 
     def run_ref(self, adapter: ProviderAdapter) -> RunRef:
@@ -305,7 +307,23 @@ class AdapterConformance:
             "supportsCancel",
             "supportsArtifacts",
             "supportsResume",
+            "supportsFollowUp",
         }
+
+    def test_declares_its_input_kind(self):
+        # Routing keeps a run on adapters of its kind: an adapter that does not
+        # say what it takes could receive prose as a command line.
+        assert getattr(self.adapter_class, "input_kind", None) in INPUT_KINDS
+
+    def test_follow_up_capability_matches_its_hooks(self):
+        # A provider that claims follow-ups starts new work on a finished run's
+        # agent, and answers runs that wait for their user if it has any.
+        cls = self.adapter_class
+        if not cls.capabilities().supports_follow_up:
+            return
+        assert cls.follow_up is not ProviderAdapter.follow_up
+        if "waiting" in cls.state_table.values():
+            assert cls.send_message is not ProviderAdapter.send_message
 
     # --- state mapping ---------------------------------------------------------------
 

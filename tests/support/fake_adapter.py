@@ -130,6 +130,7 @@ class FakeAdapter(ProviderAdapter):
     provider_id = FAKE_PROVIDER_ID
     label = "Fake provider"
     kind = "external"
+    input_kind = "command"
     CAPABILITIES = Capabilities(supports_cancel=True, supports_streaming=True)
     default_base_url = "https://fake-provider.invalid"
     # Reserved names (RFC 2606/6761): the "public" hosts of a provider that is not real.

@@ -19,6 +19,9 @@ official ``cloud-agents-openapi.yaml``):
   ``Last-Event-ID``; ``410 stream_expired`` after the retention window.
 - Errors ``{"error": {"code", "message"}}``; ``429`` carries ``Retry-After``,
   which ``connectors.http``'s rate-limit gate honours for the whole endpoint.
+- Follow-up: ``POST /v1/agents/{id}/runs {"prompt": {"text"}}`` starts a new
+  run on the existing agent, ``201 {"agent", "run"}``; one active run per
+  agent, otherwise ``409 agent_busy``.
 - ``GET /v1/me`` → ``{"apiKeyName", "createdAt", "userEmail"}``: the key check.
 """
 
@@ -28,6 +31,8 @@ import base64
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from requests import Response
 
 from connectors.base import (
     TERMINAL,
@@ -42,8 +47,16 @@ from connectors.base import (
     RunSpec,
     RunState,
 )
-from connectors.errors import ConfigurationError, ConnectorError, RunNotFound, TransientError
+from connectors.errors import (
+    ConfigurationError,
+    ConnectorError,
+    PermanentError,
+    ProviderConflict,
+    RunNotFound,
+    TransientError,
+)
 from connectors.http_adapter import HttpAdapter
+from connectors.redaction import Redactor
 from connectors.sse import SseEvent, read_events
 
 # (connect, read) seconds for ordinary calls.
@@ -69,12 +82,16 @@ class CursorAdapter(HttpAdapter):
     timeout = TIMEOUT
     label = "Cursor Cloud Agents"
     kind = "external"
+    input_kind = "prompt"
     # supports_resume is False: a follow-up prompt (POST /v1/agents/{id}/runs)
-    # is a new run of the agent, not a resumption of ours, and our retry makes
-    # a new run with a new dispatch key anyway. Artifacts exist
-    # (GET /v1/agents/{id}/artifacts) though the contract has no hook yet.
+    # is a new run of the agent, not a resumption of ours; it is a follow-up
+    # (a new canonical run). Artifacts exist (GET /v1/agents/{id}/artifacts)
+    # though the contract has no hook yet.
     CAPABILITIES = Capabilities(
-        supports_streaming=True, supports_cancel=True, supports_artifacts=True
+        supports_streaming=True,
+        supports_cancel=True,
+        supports_artifacts=True,
+        supports_follow_up=True,
     )
     default_base_url = "https://api.cursor.com"
     default_hosts = ("api.cursor.com",)
@@ -242,6 +259,36 @@ class CursorAdapter(HttpAdapter):
             response.close()
         return LogBatch(entries=tuple(entries), cursor=cursor)
 
+    def follow_up(self, parent: RunRef, text: str) -> DispatchResult:
+        """A new run of the parent's agent. ``409`` (``agent_busy``: the agent
+        has an active run) raises ``ProviderConflict`` with Cursor's code."""
+        agent_id = parent.provider_state.get("agentId")
+        if not agent_id:
+            raise RunNotFound(f"Run {parent.provider_run_id} has no Cursor agent id recorded")
+        response = self.send("POST", f"/v1/agents/{agent_id}/runs", json={"prompt": {"text": text}})
+        if response.status_code == 409:
+            code, message = _error_of(response)
+            message = Redactor(self.secrets.secret_values()).scrub(message)
+            raise ProviderConflict(
+                f"Cursor refused the follow-up: {message or 'the agent has an active run'}",
+                code=code or "agent_busy",
+                status_code=409,
+            )
+        self.check(response, "follow-up run")
+        answer = self.decode(response, "follow-up run")
+        agent, run = answer.get("agent") or {}, answer.get("run") or answer
+        if not run.get("id"):
+            raise PermanentError("Cursor follow-up answered without a run id")
+        return DispatchResult(
+            provider_run_id=str(run["id"]),
+            provider_url=str(agent.get("url") or ""),
+            provider_status_raw=str(run.get("status") or ""),
+            provider_state={
+                "agentId": str(agent_id),
+                "branchName": str(parent.provider_state.get("branchName") or ""),
+            },
+        )
+
     def check_health(self) -> HealthResult:
         """``GET /v1/me`` with the key; never raises, never shows the key.
 
@@ -283,6 +330,18 @@ class CursorAdapter(HttpAdapter):
         # Basic auth: the key as user name, an empty password.
         token = base64.b64encode(f"{self.require_secret('apiKey')}:".encode()).decode()
         return {"Authorization": f"Basic {token}"}
+
+
+def _error_of(response: Response) -> tuple[str, str]:
+    """``(code, message)`` of a Cursor error body ``{"error": {"code", "message"}}``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("code") or "")[:64], str(error.get("message") or "")[:200]
 
 
 def _branch_of(agent: Mapping[str, Any]) -> str:

@@ -16,6 +16,11 @@ Provider facts relied on (https://docs.devin.ai/api-reference/v1):
 - ``DELETE /v1/sessions/{id}`` terminates the session (it cannot be resumed).
   The answer for a session that already ended is unconfirmed (our simulator
   says 409): any 4xx but 401/403/404/429 means "re-read the session".
+- ``POST /v1/sessions/{id}/message {"message"}`` → ``{"detail"}``
+  (https://docs.devin.ai/api-reference/sessions/send-a-message-to-an-existing-devin-session):
+  the user's answer to a ``blocked`` session, or new work for one that
+  finished. The answer for a session that ended for good is unconfirmed:
+  any 4xx but 401/403/404/429 means "it no longer takes messages".
 - No rate-limit headers are documented; a 429 with ``Retry-After`` is still
   honoured by the shared gate in ``connectors.http``.
 
@@ -44,8 +49,14 @@ from connectors.base import (
     RunSpec,
     RunState,
 )
-from connectors.errors import ConfigurationError, ConnectorError, InvalidResponse
+from connectors.errors import (
+    ConfigurationError,
+    ConnectorError,
+    InvalidResponse,
+    ProviderConflict,
+)
 from connectors.http_adapter import HttpAdapter
+from connectors.redaction import Redactor
 
 # (connect, read) seconds for every call.
 TIMEOUT: tuple[float, float] = (3.05, 10.0)
@@ -55,6 +66,8 @@ RECOVER_PAGE_SIZE = 100
 BASE_TAG = "ccdash"
 # Cancel answers that mean "it already ended, re-read it" (unconfirmed by Devin).
 _RAISE_ON_CANCEL = frozenset({401, 403, 404, 429})
+# Sessions that take no more messages (expired, including after our DELETE).
+ENDED_FOR_GOOD = frozenset({"expired"})
 
 
 def run_tag(dispatch_key: str) -> str:
@@ -70,8 +83,11 @@ class DevinAdapter(HttpAdapter):
     timeout = TIMEOUT
     label = "Devin"
     kind = "external"
+    input_kind = "prompt"
     # No artifact API in v1: the pull request link arrives as a provider log line.
-    CAPABILITIES = Capabilities(supports_cancel=True)
+    # Follow-ups: a message to the session (an answer while it is blocked, or
+    # new work once it finished).
+    CAPABILITIES = Capabilities(supports_cancel=True, supports_follow_up=True)
     default_base_url = "https://api.devin.ai"
     default_hosts = ("api.devin.ai",)
     config_fields = (
@@ -199,6 +215,50 @@ class DevinAdapter(HttpAdapter):
             return CancelResult(confirmed=True, provider_status_raw=self._status_quietly(ref))
         raw = _native_status(self._session(ref.provider_run_id))
         return CancelResult(confirmed=self.map_status(raw) in TERMINAL, provider_status_raw=raw)
+
+    # --- follow-ups ----------------------------------------------------------------------
+
+    def send_message(self, ref: RunRef, text: str) -> None:
+        """Answer the blocked session; Devin works on, which the next poll
+        shows. Raises ``ProviderConflict("session_ended")`` when the session
+        no longer takes messages."""
+        self._post_message(ref.provider_run_id, text)
+
+    def follow_up(self, parent: RunRef, text: str) -> DispatchResult:
+        """New work in the same session: a message, where the session still
+        takes one (an expired or terminated session does not: 409
+        ``session_ended``). The follow-up run follows the same session id."""
+        session = self._session(parent.provider_run_id)
+        raw = _native_status(session)
+        if raw in ENDED_FOR_GOOD:
+            raise ProviderConflict(
+                f"Devin session {parent.provider_run_id} has ended ({raw}) and no longer "
+                "takes messages; start a new run instead.",
+                code="session_ended",
+            )
+        self._post_message(parent.provider_run_id, text)
+        return DispatchResult(
+            provider_run_id=parent.provider_run_id,
+            provider_url=str(session.get("url") or ""),
+        )
+
+    def _post_message(self, session_id: str, text: str) -> None:
+        response = self.send("POST", f"/v1/sessions/{session_id}/message", json={"message": text})
+        status = response.status_code
+        if 400 <= status < 500 and status not in _RAISE_ON_CANCEL:
+            detail = ""
+            try:
+                body = response.json()
+                detail = str(body.get("detail") or "") if isinstance(body, dict) else ""
+            except ValueError:
+                pass
+            message = Redactor(self.secrets.secret_values()).scrub(detail[:200])
+            raise ProviderConflict(
+                f"Devin refused the message (HTTP {status}): {message or 'session not accepting'}",
+                code="session_ended",
+                status_code=status,
+            )
+        self.check(response, "message")
 
     def _status_quietly(self, ref: RunRef) -> str:
         # Best effort: the raw value after DELETE is worth storing, not failing for.

@@ -30,6 +30,16 @@ labels v1 alpha; this simulator keeps to the documented fields.
   expired or terminated) answers option ``ended_delete_status`` (default
   409) ``{"detail": "Session ... has already ended"}`` — also unconfirmed.
 
+- ``POST /v1/sessions/{id}/message`` ``{"message"}`` -> ``200 {"detail":
+  "Message sent"}`` (the documented ``MessageSentResponse``). The message joins
+  the transcript as a ``user_message``. A ``blocked`` session, or one that
+  ``finished``, works again at once on a script picked by the message's
+  markers (then finishes, or fails with ``[sim:fail]``); a working session
+  just takes the message. A session that ended for good (expired or
+  terminated) answers option ``ended_message_status`` (default 409)
+  ``{"detail": "Session ... has ended ..."}`` — the real answer is
+  unconfirmed. 422 without a string ``message``.
+
 States: ``working`` (running), ``blocked`` (waits for the user; not terminal),
 ``finished``, ``expired`` (terminal) and the ``suspend_*``/``resume_*`` values
 reachable with ``set_state``. There is no queued state. ``[sim:fail]`` ends in
@@ -69,6 +79,8 @@ class DevinSession(SimRun):
     title: str
     tags: list[str] = field(default_factory=list)
     terminated: bool = False
+    # (sent_at, text) of each message sent to the session after its creation.
+    user_messages: list[tuple[float, str]] = field(default_factory=list)
 
 
 def _iso(timestamp: float) -> str:
@@ -91,6 +103,7 @@ class DevinSimulator(SimulatorServer):
     default_options: ClassVar[dict[str, Any]] = {
         "terminated_status_enum": "expired",
         "ended_delete_status": 409,
+        "ended_message_status": 409,
     }
     RUNNING_STATE = "working"
     SUCCESS_STATE = "finished"
@@ -109,6 +122,7 @@ class DevinSimulator(SimulatorServer):
         router.add("GET", "/v1/sessions", self._list, "list_sessions")
         router.add("GET", "/v1/sessions/{session_id}", self._get, "get_session")
         router.add("DELETE", "/v1/sessions/{session_id}", self._delete, "terminate_session")
+        router.add("POST", "/v1/sessions/{session_id}/message", self._message, "send_message")
 
     # -- provider hooks --------------------------------------------------------------
 
@@ -231,6 +245,28 @@ class DevinSimulator(SimulatorServer):
         session.force(str(self.options["terminated_status_enum"]), self.now())
         return Response.json(200, {"detail": "Session terminated"})
 
+    def _message(self, request: SimRequest) -> Response:
+        """A message from the user: wakes a blocked or finished session."""
+        session = self._session(request)
+        text = request.json_object().get("message")
+        if not isinstance(text, str):
+            detail = [{"loc": ["body", "message"], "msg": "Field required", "type": "missing"}]
+            raise SimError(422, "validation_error", "Validation error", body={"detail": detail})
+        if session.terminated or session.state in (
+            "expired",
+            self.options["terminated_status_enum"],
+        ):
+            raise SimError(
+                int(self.options["ended_message_status"]),
+                "session_ended",
+                f"Session {session.id} has ended and cannot receive messages",
+            )
+        now = self.now()
+        session.user_messages.append((now, text))
+        if session.state in ("blocked", "finished"):
+            session.reschedule(now, 0.0, self.script_for(text))
+        return Response.json(200, {"detail": "Message sent"})
+
     # -- rendering ------------------------------------------------------------------------
 
     def _created_json(self, session: DevinSession, *, is_new: bool) -> dict[str, Any]:
@@ -272,6 +308,7 @@ class DevinSimulator(SimulatorServer):
         entries += [
             (t, "devin_message", f"Working on it (update {n}).") for n, t in enumerate(ticks, 1)
         ]
+        entries += [(at, "user_message", text) for at, text in session.user_messages]
         for state, entered_at in session.history:
             if state == "blocked":
                 entries.append(

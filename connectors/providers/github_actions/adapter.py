@@ -65,6 +65,7 @@ class GitHubActionsAdapter(HttpAdapter):
     provider_id = "github_actions"
     timeout = TIMEOUT
     label = "GitHub Actions"
+    input_kind = "command"
     CAPABILITIES = Capabilities(supports_cancel=True)
     default_base_url = API
     default_hosts = ("api.github.com",)

@@ -26,6 +26,7 @@ class LocalAdapter(ProviderAdapter):
     provider_id = "local"
     label = "Local executor"
     kind = "local"
+    input_kind = "command"
     CAPABILITIES = Capabilities(supports_streaming=True, supports_cancel=True)
     state_table = {
         "queued": "queued",
