@@ -57,6 +57,7 @@ class RunFactory(factory.django.DjangoModelFactory):
         if kwargs.get("kind") == "prompt" and not kwargs.get("prompt"):
             kwargs["prompt"], kwargs["command"] = kwargs.get("command", ""), ""
         return super()._create(model_class, *args, **kwargs)
+
     policy_verdict = "allow"
     risk_level = "low"
     status = "queued"
