@@ -25,6 +25,7 @@ class Action(StrEnum):
     APPROVE = "approve"
     MANAGE_PROVIDERS = "manage_providers"
     MANAGE_MEMBERS = "manage_members"
+    MANAGE_PROJECT = "manage_project"
 
 
 ROLE_ORDER = [Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN]
@@ -39,6 +40,7 @@ MINIMUM_ROLE: dict[Action, Role] = {
     Action.APPROVE: Role.APPROVER,
     Action.MANAGE_PROVIDERS: Role.ADMIN,
     Action.MANAGE_MEMBERS: Role.ADMIN,
+    Action.MANAGE_PROJECT: Role.ADMIN,
 }
 
 

@@ -14,6 +14,7 @@ from ccdash.roles import Role
 from ccdash.workspaces import validate_workspace_root
 from connectors.errors import UnknownProvider
 from connectors.registry import adapter_class
+from execution.prompt_policy import compile_patterns
 
 ROLE_CHOICES = [role.value for role in Role]
 
@@ -48,6 +49,28 @@ class ProjectSerializer(serializers.ModelSerializer):
         help_text="Let a run's creator approve it. Off (the default): another "
         "approver must (four eyes); approving your own run answers 403 self_approval.",
     )
+    agentRunsRequireApproval = serializers.BooleanField(
+        source="agent_runs_require_approval",
+        read_only=True,
+        help_text="Every prompt to a coding agent waits for an approver.",
+    )
+    promptPatterns = serializers.ListField(
+        source="prompt_patterns",
+        child=serializers.DictField(child=serializers.CharField()),
+        read_only=True,
+        help_text='[{"pattern", "reasonCode"}]: a prompt matching a pattern '
+        "(case-insensitive regular expression) waits for an approver with that reason code.",
+    )
+    maxPromptLength = serializers.IntegerField(
+        source="max_prompt_length", read_only=True, help_text="Longer prompts are refused (400)."
+    )
+    agentFallbackChain = serializers.ListField(
+        source="agent_fallback_chain",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Prompt providers tried in order when an agent provider is unavailable; "
+        "empty: the run fails as provider_unavailable.",
+    )
     role = serializers.ChoiceField(
         source="caller_role", choices=ROLE_CHOICES, read_only=True, allow_null=True
     )
@@ -62,6 +85,10 @@ class ProjectSerializer(serializers.ModelSerializer):
             "defaultProviderId",
             "allowFallbackToLocal",
             "allowSelfApproval",
+            "agentRunsRequireApproval",
+            "promptPatterns",
+            "maxPromptLength",
+            "agentFallbackChain",
             "role",
             "createdAt",
         ]
@@ -80,6 +107,65 @@ class ProjectSerializer(serializers.ModelSerializer):
             adapter_class(value)
         except UnknownProvider:
             raise serializers.ValidationError(f"Unknown provider {value!r}.") from None
+        return value
+
+
+REASON_CODE = r"^[a-z][a-z0-9_]{0,63}$"
+MAX_PATTERNS = 50
+MAX_PATTERN_LENGTH = 500
+MAX_CHAIN = 10
+
+
+class PromptPatternSerializer(serializers.Serializer):
+    pattern = serializers.CharField(max_length=MAX_PATTERN_LENGTH)
+    reasonCode = serializers.RegexField(
+        REASON_CODE,
+        help_text="snake_case, stored on the run's reasonCodes when the pattern matches.",
+    )
+
+
+class ProjectSettingsSerializer(serializers.Serializer):
+    """Body of ``PATCH /api/projects/{id}/``: any subset of the settings; a
+    field not sent keeps its value. Unknown or read-only fields are a 400."""
+
+    name = serializers.CharField(max_length=200)
+    defaultProviderId = serializers.CharField(max_length=64)
+    allowFallbackToLocal = serializers.BooleanField()
+    allowSelfApproval = serializers.BooleanField()
+    agentRunsRequireApproval = serializers.BooleanField()
+    promptPatterns = PromptPatternSerializer(many=True, max_length=MAX_PATTERNS)
+    maxPromptLength = serializers.IntegerField(min_value=1, max_value=100_000)
+    agentFallbackChain = serializers.ListField(
+        child=serializers.CharField(max_length=64), max_length=MAX_CHAIN
+    )
+
+    def validate_defaultProviderId(self, value: str) -> str:
+        try:
+            adapter_class(value)
+        except UnknownProvider:
+            raise serializers.ValidationError(f"Unknown provider {value!r}.") from None
+        return value
+
+    def validate_promptPatterns(self, value: list[dict]) -> list[dict]:
+        try:
+            compile_patterns(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return [{"pattern": p["pattern"], "reasonCode": p["reasonCode"]} for p in value]
+
+    def validate_agentFallbackChain(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("A provider appears twice.")
+        for provider_id in value:
+            try:
+                cls = adapter_class(provider_id)
+            except UnknownProvider:
+                raise serializers.ValidationError(f"Unknown provider {provider_id!r}.") from None
+            if cls.input_kind != "prompt":
+                # A prompt never falls back to a provider that runs command lines.
+                raise serializers.ValidationError(
+                    f"{cls.label} runs command lines; the chain takes prompt providers only."
+                )
         return value
 
 

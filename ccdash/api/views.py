@@ -23,10 +23,12 @@ from ccdash.api.serializers import (
     MemberRemoveSerializer,
     MemberSerializer,
     ProjectSerializer,
+    ProjectSettingsSerializer,
     TokenRequestSerializer,
     TokenSerializer,
 )
 from ccdash.models import Membership, Project, record_audit
+from ccdash.project_settings import EDITABLE_SETTINGS, READ_ONLY_SETTINGS, update_settings
 from ccdash.roles import Action, Role
 
 
@@ -117,13 +119,44 @@ class ProjectListView(APIView):
 
 
 class ProjectDetailView(APIView):
-    """``GET /api/projects/{id}/``: one of the caller's projects (else 404)."""
+    """``GET /api/projects/{id}/``: one of the caller's projects (else 404).
+    ``PATCH``: change its settings (project admin)."""
 
     @extend_schema(
         responses={200: ProjectSerializer, 404: ERROR_RESPONSES[404]}, summary="Get a project"
     )
     def get(self, request: Request, pk: int) -> Response:
         return Response(ProjectSerializer(get_project_for(request.user, pk)).data)
+
+    @extend_schema(
+        request=ProjectSettingsSerializer,
+        responses={
+            200: ProjectSerializer,
+            **{code: ERROR_RESPONSES[code] for code in (400, 403, 404)},
+        },
+        summary="Change project settings",
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        """Project admin. Send any of ``name``, ``defaultProviderId``,
+        ``allowFallbackToLocal``, ``allowSelfApproval``,
+        ``agentRunsRequireApproval``, ``promptPatterns``, ``maxPromptLength``,
+        ``agentFallbackChain``; the others keep their values. An unknown or
+        read-only field (``workspaceRoot``) is a 400 naming it. Each change is
+        written to the project's audit log with its old and new value."""
+        project = get_project_for(request.user, pk, Action.MANAGE_PROJECT)
+        if not isinstance(request.data, dict):
+            raise ApiError(status.HTTP_400_BAD_REQUEST, "invalid", "Send a JSON object.")
+        unknown = {
+            name: [READ_ONLY_SETTINGS.get(name, "Unknown field.")]
+            for name in request.data
+            if name not in EDITABLE_SETTINGS
+        }
+        if unknown:
+            raise ApiError(status.HTTP_400_BAD_REQUEST, "invalid", "Invalid input.", unknown)
+        body = ProjectSettingsSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        update_settings(project, request.user.get_username(), dict(body.validated_data))
+        return Response(ProjectSerializer(project).data)
 
 
 class ProjectMembersView(APIView):
