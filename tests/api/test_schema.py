@@ -55,6 +55,39 @@ def test_schema_documents_the_event_page_and_run_fields():
     assert "201" in retry
 
 
+def test_schema_documents_run_kinds_follow_ups_and_project_settings():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    components, paths = schema["components"]["schemas"], schema["paths"]
+
+    run = components["Run"]["properties"]
+    assert {"kind", "prompt", "command", "followUpOfRunId"} <= set(run)
+    assert components["RunKindEnum"]["enum"] == ["command", "prompt"]
+    assert {"command", "prompt", "providerId"} <= set(components["RunCreateRequest"]["properties"])
+    assert "prompt" in components["PolicyCheckRequestRequest"]["properties"]
+    assert "providerId" in components["PolicyCheckRequestRequest"]["properties"]
+    assert "kind" in components["PolicyCheck"]["properties"]
+    assert "inputKind" in components["Provider"]["properties"]
+    assert "supportsFollowUp" in components["Capabilities"]["properties"]
+
+    messages = paths["/api/execution/runs/{id}/messages"]["post"]
+    assert set(messages["responses"]) >= {"200", "400", "409"}
+    body = messages["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(components[body.rsplit("/", 1)[1]]["properties"]) == {"text"}
+    follow_up = paths["/api/execution/runs/{id}/follow-up"]["post"]
+    assert set(follow_up["responses"]) >= {"201", "400", "409"}
+    body = follow_up["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(components[body.rsplit("/", 1)[1]]["properties"]) == {"prompt"}
+
+    patch = paths["/api/projects/{id}/"]["patch"]
+    body = patch["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert {
+        "agentRunsRequireApproval",
+        "promptPatterns",
+        "maxPromptLength",
+        "agentFallbackChain",
+    } <= set(components[body.rsplit("/", 1)[1]]["properties"])
+
+
 def test_docs_load_no_asset_from_the_internet():
     response = APIClient().get("/api/docs/")
 
