@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("execution", "0003_reconcile_schedule")]
-AFTER = [("execution", "0004_run_kind")]
+BEFORE = [("execution", "0004_run_list_indexes")]
+AFTER = [("execution", "0005_run_kind")]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
+from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -64,7 +65,10 @@ class RunFilter(django_filters.FilterSet):
 
     def filter_text(self, queryset, name: str, value: str):
         value = value.strip()
-        return queryset.filter(command__icontains=value) if value else queryset
+        if not value:
+            return queryset
+        # A prompt run keeps its text in prompt, a command run in command.
+        return queryset.filter(Q(command__icontains=value) | Q(prompt__icontains=value))
 
     def filter_mine(self, queryset, name: str, value: bool | None):
         if not value:

@@ -301,3 +301,12 @@ def test_the_local_runtime_refuses_a_prompt_run(project, monkeypatch):
     run.refresh_from_db()
     assert run.status_reason == "kind_mismatch"
     assert processes == []
+
+
+def test_the_text_filter_finds_prompt_runs_by_their_prompt(viewer_client, project):
+    RunFactory(project=project, provider_id="devin", command="Update the CHANGELOG")
+    RunFactory(project=project, command="echo changelog")
+
+    page = viewer_client.get(RUNS, {"projectId": project.pk, "q": "changelog"}).json()
+
+    assert sorted(r["kind"] for r in page["results"]) == ["command", "prompt"]

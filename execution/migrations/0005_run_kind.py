@@ -24,7 +24,7 @@ def move_prompts_back(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('execution', '0003_reconcile_schedule'),
+        ('execution', '0004_run_list_indexes'),
     ]
 
     operations = [
