@@ -269,6 +269,10 @@ def test_project_list_shows_only_the_callers_projects_with_their_role(
             "defaultProviderId": "local",
             "allowFallbackToLocal": True,
             "allowSelfApproval": False,
+            "agentRunsRequireApproval": False,
+            "promptPatterns": [],
+            "maxPromptLength": 20_000,
+            "agentFallbackChain": [],
             "role": "operator",
             "createdAt": response.json()[0]["createdAt"],
         }
