@@ -76,9 +76,9 @@ def test_runs_page_pages_beyond_fifty_with_the_count(project, operator):
         RunFactory(project=project, command=f"echo {n}")
     client = browser_for(operator)
     first = client.get(f"/?projectId={project.pk}").content.decode()
-    assert "1–50 of 55" in first
+    assert "1\N{EN DASH}50 of 55" in first
     second = client.get(f"/?projectId={project.pk}&page=2").content.decode()
-    assert "51–55 of 55" in second
+    assert "51\N{EN DASH}55 of 55" in second
     assert "echo 0<" in second and "echo 54<" not in second
 
 
