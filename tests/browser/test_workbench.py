@@ -166,7 +166,7 @@ def test_a_second_user_approves_with_a_comment(new_page, live_server, team):
     page.fill("#decision-comment", "looks fine")
     page.click("[data-action=approve]")
     expect(page.locator("#status-badge")).not_to_have_text("awaiting_approval", timeout=15_000)
-    expect(page.get_by_text("looks fine")).to_be_visible()
+    expect(page.locator("#run-details dd", has_text="looks fine")).to_be_visible()
     # the creator's open page follows without a reload
     expect(own.locator("#status-badge")).not_to_have_text("awaiting_approval", timeout=10_000)
     seqs = own.locator("#log .ev").evaluate_all("els => els.map(e => e.dataset.seq)")
