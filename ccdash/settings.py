@@ -8,6 +8,7 @@ See docs/configuration.md for every variable.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -147,6 +148,8 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = True
+# Without collectstatic there is no STATIC_ROOT, and the finders serve instead.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Encrypted credentials --------------------------------------------------------
