@@ -23,8 +23,8 @@ What it measures
       ``--seconds``; requests/s and p50/p95 latency. Target ≥ 200 requests/s.
    b. **Live log latency**: a run page's event stream is open
       (``GET runs/{id}/stream``); this process stores 30 events, one every
-      0.2 s, and records when each arrives on the stream. Latency = arrival
-      − commit of the event. Target ≤ 1 s.
+      0.2 s, and records when each arrives on the stream. Latency: from the
+      event's commit to its arrival. Target ≤ 1 s.
 
 Results are printed and appended to ``benchmarks/README.md``. Exits 1 when a
 target is missed. The server is stopped on every exit.
@@ -311,7 +311,9 @@ def main() -> int:
     print(verdict)
     if not args.no_record:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        machine = (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        )
         with open(ROOT / "benchmarks" / "README.md", "a", encoding="utf-8") as out:
             out.write(
                 f"\n### web_serving on {connection.vendor} — {stamp}\n\n"
