@@ -317,3 +317,66 @@ def test_keyboard_reaches_a_run_and_opens_it(new_page, live_server, team):
     expect(page).to_have_url(re.compile(rf"/runs/{run.pk}$"))
     page.go_back()
     expect(page.locator(f"tr[data-run='{run.pk}']")).to_have_class(re.compile("selected"))
+
+
+def test_an_unhealthy_provider_warns_whether_a_run_falls_back_or_fails(
+    new_page, live_server, team, github_sim, devin_sim
+):
+    project, users = team
+    configure(project, github_sim, "github_actions")
+    configure(project, devin_sim, "devin")
+    from connectors.models import ProviderConfig
+
+    ProviderConfig.objects.filter(project=project).update(
+        health_status="failing",
+        health_message="HTTP 401: bad credentials",
+        health_checked_at=timezone.now(),
+    )
+    page = new_page()
+    login(page, live_server, users["operator"].username)
+    page.select_option("#provider", "github_actions")
+    expect(page.locator("#provider-info")).to_contain_text("HTTP 401: bad credentials")
+    expect(page.locator("#provider-info")).to_contain_text("checked")
+    expect(page.locator("#provider-warning")).to_contain_text("would fall back to local")
+    expect(page.locator("#command")).to_be_visible()
+    page.select_option("#provider", "devin")
+    expect(page.locator("#prompt")).to_be_visible()
+    expect(page.locator("#provider-warning")).to_contain_text("would fail")
+
+
+def test_a_waiting_agent_run_takes_a_reply_and_a_finished_one_a_follow_up(
+    new_page, live_server, team, cursor_sim, devin_sim
+):
+    project, users = team
+    configure(project, devin_sim, "devin")
+    configure(project, cursor_sim, "cursor")
+    page = new_page()
+    login(page, live_server, users["operator"].username)
+    run_id = launch(page, "devin", "Fix the flaky test [sim:hold]")
+    run = Run.objects.get(pk=run_id)
+    devin_sim.set_state(run.provider_run_id, "blocked")
+    deadline = time.monotonic() + 15
+    while sweep(run_id).status != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    expect(page.locator("#reply-text")).to_be_visible(timeout=10_000)
+    page.fill("#reply-text", "Use the fixture in conftest.py")
+    page.click("[data-action=messages]")
+    expect(page.locator("#action-error")).to_have_text("")
+    expect(page.locator("#announce")).to_contain_text("done", timeout=10_000)
+
+    page.goto(f"{live_server.url}/")
+    cursor_id = launch(page, "cursor", "Add a README section")
+    cursor_run = Run.objects.get(pk=cursor_id)
+    sweep(cursor_id)
+    cursor_sim.advance(cursor_run.provider_run_id)
+    deadline = time.monotonic() + 15
+    while sweep(cursor_id).status not in {"succeeded", "failed"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    expect(page.locator("#follow-up-text")).to_be_visible(timeout=10_000)
+    page.fill("#follow-up-text", "Now add a changelog entry")
+    page.click("[data-action=follow-up]")
+    expect(page).not_to_have_url(re.compile(rf"/runs/{cursor_id}$"))
+    expect(page.locator(".chain")).to_contain_text(f"#{cursor_id}")
+    assert Run.objects.filter(follow_up_of_id=cursor_id).count() == 1

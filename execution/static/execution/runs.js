@@ -74,8 +74,13 @@
     if (!problem) { box.hidden = true; box.textContent = ""; return; }
     let outcome;
     if (inputKind(provider) === "prompt") {
-      const chain = provider.fallbackProviderId || (launch.dataset.agentFallback || "");
-      outcome = chain ? `A run would go to ${chain} instead.` : "A run would fail: prompts never fall back to the local shell.";
+      // The project's agent fallback chain, after this provider, usable ones only.
+      const chain = (launch.dataset.agentFallback || "").split(",").filter(Boolean);
+      const after = chain.includes(provider.id) ? chain.slice(chain.indexOf(provider.id) + 1) : chain;
+      const next = after.map((id) => providers.find((p) => p.id === id))
+        .find((p) => p && p.id !== provider.id && p.enabled && p.configured && !(p.health && p.health.status === "failing"));
+      outcome = next ? `A run would go to ${next.label} instead (the project's agent fallback).`
+        : "A run would fail: a prompt never falls back to the local shell, and no agent fallback is available.";
     } else if (provider.allowFallbackToLocal && launch.dataset.fallback === "1") {
       outcome = "A run would fall back to local.";
     } else {
