@@ -242,6 +242,17 @@ def dispatch_follow_up(run: Run) -> str:
     except NoRoute as no_route:
         _fail_unrouted(run, no_route)
         return "failed"
+    if run.dispatch_attempts:
+        # A re-delivered task: the earlier attempt may have reached the agent,
+        # and a follow-up has no key to look it up by. Never send it twice.
+        transition(
+            run,
+            RunStatus.FAILED,
+            reason="dispatch_unconfirmed",
+            message="An earlier attempt to send this follow-up may have reached the agent; "
+            "check it there before following up again.",
+        )
+        return "failed"
     Run.objects.filter(pk=run.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
     try:
         result = adapter.follow_up(parent_ref(parent), run.prompt)

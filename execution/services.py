@@ -379,6 +379,8 @@ def retry(run: Run, user) -> Run:
             env_profile=run.env_profile,
         ),
         retry_of=run,
+        # A follow-up is retried on the same agent, never as a fresh one.
+        follow_up_of=run.follow_up_of,
     )
     audit(
         run.pk,

@@ -556,3 +556,63 @@ def test_a_follow_up_to_a_provider_without_follow_ups_is_refused(project, operat
     response = operator_api.post(f"{RUNS}/{run.pk}/follow-up", {"prompt": "More"}, format="json")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "unsupported"
+
+
+def test_a_failed_follow_up_is_retried_on_the_same_agent(
+    project, admin_api, operator_api, approver, sim_for, django_capture_on_commit_callbacks
+):
+    sim = sim_for("cursor")
+    first = finished_cursor_run(
+        project, admin_api, operator_api, sim, django_capture_on_commit_callbacks
+    )
+    admin_api.patch(f"{PROJECTS}/{project.pk}/", {"agentRunsRequireApproval": True}, format="json")
+    waiting = operator_api.post(
+        f"{RUNS}/{first['id']}/follow-up", {"prompt": "Also add a FAQ"}, format="json"
+    ).json()
+    agent_id = stored(first["id"]).provider_state["agentId"]
+    sim.set_state(sim._agents[agent_id].run_ids[-1], "RUNNING")  # busy when approved
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(approver).post(f"{RUNS}/{waiting['id']}/approve")
+    assert (stored(waiting["id"]).status, stored(waiting["id"]).status_reason) == (
+        "failed",
+        "agent_busy",
+    )
+    sim.set_state(sim._agents[agent_id].run_ids[-1], "FINISHED")
+
+    retried = operator_api.post(f"{RUNS}/{waiting['id']}/retry").json()
+    assert retried["followUpOfRunId"] == first["id"]
+    assert retried["status"] == "awaiting_approval"
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(approver).post(f"{RUNS}/{retried['id']}/approve")
+
+    new = stored(retried["id"])
+    assert new.provider_state["agentId"] == agent_id
+    assert new.provider_run_id in sim._agents[agent_id].run_ids
+    assert [r["kind"] for r in sim.request_log()].count("create_agent") == 1
+
+
+def test_a_redelivered_follow_up_dispatch_is_never_sent_twice(
+    project, admin_api, operator_api, sim_for, django_capture_on_commit_callbacks
+):
+    from execution.dispatch import dispatch_run
+
+    sim = sim_for("cursor")
+    first = finished_cursor_run(
+        project, admin_api, operator_api, sim, django_capture_on_commit_callbacks
+    )
+    run = Run.objects.create(
+        project=project,
+        kind="prompt",
+        prompt="Also add a FAQ",
+        provider_id="cursor",
+        follow_up_of_id=first["id"],
+        policy_verdict="allow",
+        risk_level="medium",
+        dispatch_key="k",
+        dispatch_attempts=1,  # an earlier delivery got as far as the provider call
+    )
+
+    assert dispatch_run(run.pk) == "failed"
+
+    assert stored(run.pk).status_reason == "dispatch_unconfirmed"
+    assert not [r for r in sim.request_log() if r["kind"] == "create_run"]
