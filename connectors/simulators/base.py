@@ -573,9 +573,15 @@ class SimulatorServer(ABC):
     def unavailable_response(self, status: int) -> Response:
         return self.error_response(status, "internal_error", "Service unavailable")
 
-    def finalize_api_response(self, response: Response) -> Response:
-        """Last touch on every API answer (e.g. GitHub's rate-limit headers)."""
+    def finalize_api_response(self, response: Response, request: SimRequest) -> Response:
+        """Last touch on every API answer (e.g. GitHub's rate-limit headers and
+        conditional answers)."""
         return response
+
+    def refuse_api_request(self, request: SimRequest) -> Response | None:
+        """An answer that replaces the handler's for an authenticated request
+        (e.g. GitHub's 403 once the hour's quota is spent); None to go on."""
+        return None
 
     def is_terminal(self, state: str) -> bool:
         return state in self.TERMINAL_STATES
@@ -817,7 +823,7 @@ class SimulatorServer(ABC):
             self.wait_released(plan.hang_seconds)
             handler.close_connection = True
             return
-        response = self.finalize_api_response(self._api_response(request, route, plan))
+        response = self.finalize_api_response(self._api_response(request, route, plan), request)
         record.status = response.status
         self._write(handler, response)
 
@@ -862,6 +868,9 @@ class SimulatorServer(ABC):
             return self.rate_limited_response(plan.retry_after)
         if not self._authorized(request):
             return self.unauthorized_response(request)
+        refused = self.refuse_api_request(request)
+        if refused is not None:
+            return refused
         if route is None:
             return self.error_response(404, "not_found", "Not Found")
         return self._call(route, request)

@@ -402,6 +402,52 @@ def test_every_answer_carries_rate_limit_headers(api):
     assert int(response.headers["x-ratelimit-used"]) == 3
 
 
+def test_a_conditional_get_of_an_unchanged_resource_is_a_free_304(sim, api):
+    run_id = sim.seed(1, "running")[0]
+    path = f"{REPO}/actions/runs/{run_id}"
+    first = api("GET", path)
+
+    again = api("GET", path, headers={"If-None-Match": first.headers["ETag"]})
+
+    assert first.status_code == 200 and first.headers["ETag"].startswith('W/"')
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    # GitHub: a 304 does not count against the primary rate limit.
+    assert again.headers["x-ratelimit-used"] == first.headers["x-ratelimit-used"] == "1"
+    assert sim.budget_stats() == {"counted": 1, "notModified": 1, "rateLimited": 0}
+
+
+def test_a_conditional_get_of_a_changed_resource_answers_200_and_counts(sim, api):
+    run_id = sim.seed(1, "running")[0]
+    path = f"{REPO}/actions/runs/{run_id}"
+    etag = api("GET", path).headers["ETag"]
+    sim.set_state(run_id, "success")
+
+    changed = api("GET", path, headers={"If-None-Match": etag})
+
+    assert changed.status_code == 200
+    assert changed.json()["conclusion"] == "success"
+    assert changed.headers["ETag"] != etag
+    assert changed.headers["x-ratelimit-used"] == "2"
+
+
+def test_an_enforced_quota_answers_403_until_the_window_resets(api):
+    clock = [1_000_000.0]
+    with GitHubActionsSimulator(clock=lambda: clock[0]) as sim:
+        sim.configure(enforce_rate_limit=True, ratelimit_limit=2)
+        api = Api(sim.url)
+        answers = [api("GET", REPO) for _ in range(3)]
+        clock[0] += 3600
+
+        after_reset = api("GET", REPO)
+
+    assert [a.status_code for a in answers] == [200, 200, 403]
+    assert answers[2].headers["x-ratelimit-remaining"] == "0"
+    assert int(answers[2].headers["x-ratelimit-reset"]) == 1_000_000 + 3600
+    assert after_reset.status_code == 200
+    assert sim.budget_stats() == {"counted": 3, "notModified": 0, "rateLimited": 1}
+
+
 def test_repository_and_workflow_endpoints_serve_health_checks(api):
     repo = api("GET", REPO)
     workflow = api("GET", WORKFLOW)

@@ -5,9 +5,17 @@ https://docs.github.com/en/rest/actions/workflow-runs,
 https://docs.github.com/en/rest/actions/workflow-jobs. Auth is
 ``Authorization: Bearer <token>`` (``token <token>`` also accepted); the
 default valid token is ``sim-github-token``. Every API answer carries
-``x-ratelimit-limit/remaining/used/reset/resource``; the simulator counts
-requests honestly but never refuses one on its own (the window rolls over when
-the quota is used up) — use the rate-limit fault for that.
+``x-ratelimit-limit/remaining/used/reset/resource`` and is counted against the
+hour's quota (``ratelimit_limit``, 5,000), except a ``304 Not Modified``: a
+successful ``GET`` answer carries an ``ETag``, and the same request sent with
+``If-None-Match`` naming it is answered 304 without a body and for free, as
+GitHub does (https://docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
+By default the window rolls over when the quota is used up (nothing is ever
+refused on its own; use the rate-limit fault for that); option
+``enforce_rate_limit`` answers every request over the quota with GitHub's
+primary-limit 403 (``x-ratelimit-remaining: 0``) until the window resets.
+``budget_stats()`` counts answers that counted,
+304s, and rate-limit answers.
 
 Endpoints (``{wf}`` is a workflow file name or its numeric id):
 
@@ -208,6 +216,15 @@ def created_filter(expression: str) -> tuple[float, float]:
     )
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison)."""
+    if not if_none_match:
+        return False
+    wanted = etag.removeprefix("W/")
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or wanted in tags
+
+
 def _log_time(timestamp: float) -> str:
     """GitHub's log line timestamp, e.g. ``2026-01-01T10:00:00.1234567Z``."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
@@ -230,6 +247,7 @@ class GitHubActionsSimulator(SimulatorServer):
         "legacy_dispatch_status": None,
         "rate_limit_status": 429,
         "ratelimit_limit": 5000,
+        "enforce_rate_limit": False,
         "listing_delay_seconds": 0.0,
     }
     QUEUED_STATE = "queued"
@@ -254,6 +272,9 @@ class GitHubActionsSimulator(SimulatorServer):
         )
         self._rate_used = 0
         self._rate_reset = 0
+        self._counted = 0
+        self._not_modified = 0
+        self._rate_limited = 0
 
     def configure_workflow(
         self,
@@ -316,6 +337,8 @@ class GitHubActionsSimulator(SimulatorServer):
         return self.error_response(status, "unavailable", "Service Unavailable")
 
     def rate_limited_response(self, retry_after: int) -> Response:
+        with self._lock:
+            self._rate_limited += 1
         if self.options["rate_limit_status"] == 403:
             # Primary rate limit: 403, remaining 0, wait until the reset epoch.
             limit = str(self.options["ratelimit_limit"])
@@ -337,24 +360,77 @@ class GitHubActionsSimulator(SimulatorServer):
             {"Retry-After": str(retry_after)},
         )
 
-    def finalize_api_response(self, response: Response) -> Response:
-        """Add the rate-limit headers GitHub sends on every answer."""
+    def refuse_api_request(self, request: SimRequest) -> Response | None:
+        """With ``enforce_rate_limit``: GitHub's primary-limit 403 once the
+        window's quota is spent, until its reset."""
+        if not self.options["enforce_rate_limit"]:
+            return None
+        with self._lock:
+            self._roll_window(int(self.now()))
+            if self._rate_used < int(self.options["ratelimit_limit"]):
+                return None
+            self._rate_limited += 1
+            limit, reset = str(self.options["ratelimit_limit"]), str(self._rate_reset)
+        return self.error_response(
+            403,
+            "rate_limited",
+            "API rate limit exceeded for user ID 1.",
+            {
+                "x-ratelimit-limit": limit,
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-used": limit,
+                "x-ratelimit-reset": reset,
+                "x-ratelimit-resource": "core",
+            },
+        )
+
+    def finalize_api_response(self, response: Response, request: SimRequest) -> Response:
+        """Conditional answers (ETag, 304) and the rate-limit headers GitHub
+        sends on every answer; a 304 and a rate-limit answer are not counted."""
+        etag = None
+        if request.method == "GET" and response.status == 200 and response.stream is None:
+            etag = 'W/"' + hashlib.sha256(response.body).hexdigest()[:40] + '"'
+            response.headers["ETag"] = etag
+        not_modified = etag is not None and _matches(request.header("If-None-Match"), etag)
+        refused = response.status in (403, 429) and "x-ratelimit-remaining" in response.headers
         with self._lock:
             now = int(self.now())
+            self._roll_window(now)
+            if not_modified:
+                self._not_modified += 1
+            elif not refused:
+                self._rate_used += 1
+                self._counted += 1
             limit = int(self.options["ratelimit_limit"])
-            if now >= self._rate_reset or self._rate_used >= limit:
-                self._rate_used, self._rate_reset = 0, now + RATE_WINDOW_SECONDS
-            self._rate_used += 1
             headers = {
                 "x-ratelimit-limit": str(limit),
-                "x-ratelimit-remaining": str(limit - self._rate_used),
+                "x-ratelimit-remaining": str(max(0, limit - self._rate_used)),
                 "x-ratelimit-used": str(self._rate_used),
                 "x-ratelimit-reset": str(self._rate_reset),
                 "x-ratelimit-resource": "core",
             }
+        if not_modified:
+            response = Response(304, b"", {"ETag": etag or ""})
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response
+
+    def _roll_window(self, now: int) -> None:
+        """A new hour's window when the last one ended (or, unless the limit is
+        enforced, when its quota is used up). Lock held."""
+        limit = int(self.options["ratelimit_limit"])
+        spent = self._rate_used >= limit and not self.options["enforce_rate_limit"]
+        if now >= self._rate_reset or spent:
+            self._rate_used, self._rate_reset = 0, now + RATE_WINDOW_SECONDS
+
+    def budget_stats(self) -> dict[str, int]:
+        """Answers counted against the quota, free 304s, and rate-limit answers."""
+        with self._lock:
+            return {
+                "counted": self._counted,
+                "notModified": self._not_modified,
+                "rateLimited": self._rate_limited,
+            }
 
     def seed_run(
         self,
