@@ -6,14 +6,32 @@ sweep polls thousands of runs), a mandatory timeout, our User-Agent, a
 per-endpoint rate-limit gate that refuses to send before the provider's
 ``Retry-After``/reset time, and error messages scrubbed of credentials. Tests
 replace this module's ``HttpClient.request`` (or point adapters at a simulator).
+
+Two request-budget savers live here too, because every request passes by:
+
+* conditional requests (``conditional=True``, GETs): the ETag and body of
+  recent answers are kept per URL and credential (``ConditionalCache``,
+  bounded by count and age, shared by the whole process); the request sends
+  ``If-None-Match``, and a ``304 Not Modified`` (free on GitHub) is handed to
+  the adapter as the 200 it stands for, with ``response.not_modified`` set;
+* budgets: an answer's ``x-ratelimit-*`` headers go to ``connectors.budget``
+  under a hash of the credential; a GET is refused locally (``RateLimited``)
+  once only the token's reserve is left before its reset, so polling never
+  takes a token to 0 and cancels still get through.
+
+``counting()`` tallies what the current thread sent (the reconciler measures
+what a poll cost with it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +39,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from connectors import budget
 from connectors.endpoints import guard_request
 from connectors.errors import (
     AuthError,
@@ -37,6 +56,113 @@ USER_AGENT = "ccdash-connectors/1.0 (+https://github.com/ccdash)"
 # (connect, read) seconds; adapters may pass shorter ones, never none.
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 POOL_SIZE = 64
+# Conditional-request cache: at most this many answers, none older than this
+# (an ETag only saves a request while the resource stays unchanged), and no
+# body larger than this.
+ETAG_CACHE_ENTRIES = 20_000
+ETAG_MAX_AGE_S = 3600.0
+ETAG_MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Cached:
+    etag: str
+    content: bytes
+    content_type: str
+    stored_at: float
+
+
+class ConditionalCache:
+    """ETag and body of recent GET answers, least recently used out first."""
+
+    def __init__(self, entries: int = ETAG_CACHE_ENTRIES, max_age_s: float = ETAG_MAX_AGE_S):
+        self.entries = entries
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Cached | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if time.monotonic() - item.stored_at > self.max_age_s:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple[str, str], response: requests.Response) -> None:
+        etag = response.headers.get("ETag")
+        content = response.content
+        if not etag or len(content) > ETAG_MAX_BODY:
+            self.discard(key)
+            return
+        item = _Cached(etag, content, response.headers.get("Content-Type", ""), time.monotonic())
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+    def discard(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+etags = ConditionalCache()
+
+
+@dataclass
+class RequestTally:
+    """Requests one thread sent inside ``counting()``; ``not_modified`` of
+    them were answered 304 (free where the provider counts like GitHub)."""
+
+    sent: int = 0
+    not_modified: int = 0
+
+    @property
+    def counted(self) -> int:
+        return self.sent - self.not_modified
+
+
+_tallies = threading.local()
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[RequestTally]:
+    """Tally the requests this thread sends in the block (nests)."""
+    tally = RequestTally()
+    stack = _tallies.__dict__.setdefault("stack", [])
+    stack.append(tally)
+    try:
+        yield tally
+    finally:
+        stack.remove(tally)
+
+
+def _count(not_modified: bool) -> None:
+    for tally in getattr(_tallies, "stack", ()):
+        tally.sent += 1
+        tally.not_modified += not_modified
+
+
+def credential_key(headers: Mapping[str, str] | None, auth: Any) -> str:
+    """A hash of the credential a request carries ("" without one)."""
+    if isinstance(auth, tuple) and auth:
+        return budget.token_key(str(auth[0]))
+    for name, value in (headers or {}).items():
+        if name.lower() == "authorization" and value:
+            return budget.token_key(str(value).split(" ", 1)[-1])
+    return ""
 
 
 class RateLimitGate:
@@ -121,8 +247,10 @@ class HttpClient:
         timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
         default_hosts: Iterable[str] | None = None,
         label: str = "provider",
+        provider_id: str = "",
     ):
         self.base_url = base_url.rstrip("/")
+        self.provider_id = provider_id
         # The provider's own API hosts; None: no endpoint check (not a provider API).
         self.default_hosts = tuple(default_hosts) if default_hosts is not None else None
         self.label = label
@@ -156,18 +284,22 @@ class HttpClient:
         timeout: tuple[float, float] | float | None = None,
         headers: Mapping[str, str] | None = None,
         follow_redirects: bool = True,
+        conditional: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request; raise a typed ``ConnectorError`` for transport failures.
 
         HTTP error statuses are returned, not raised: adapters know what a 404
         or 409 means for them (``raise_for_status`` below covers the rest).
-        Raises ``RateLimited`` without sending while the endpoint's gate is shut,
-        and ``EndpointNotAllowed`` (a ``ConfigurationError``) without sending when
+        Raises ``RateLimited`` without sending while the endpoint's gate is shut
+        or, for a GET, while only the token's budget reserve is left; and
+        ``EndpointNotAllowed`` (a ``ConfigurationError``) without sending when
         the provider's API endpoint is not one credentials may go to.
         A ``GET`` redirected within the endpoint's origin (GitHub's 301 for a
         renamed repository) is followed unless ``follow_redirects`` is false;
-        any other redirect is returned.
+        any other redirect is returned. ``conditional``: a GET revalidates the
+        cached answer (see the module docstring); a 304 comes back as that
+        answer with ``not_modified`` set.
         """
         redactor = Redactor(secrets)
         register_secrets(secrets)
@@ -179,6 +311,15 @@ class HttpClient:
         url = self.url(path)
         if self.default_hosts is not None and url.startswith(self.base_url):
             guard_request(url, self.default_hosts, label=self.label)
+        key = credential_key(headers, kwargs.get("auth"))
+        if method == "GET" and key:
+            self._check_budget(key)
+        cache_key, cached = None, None
+        if conditional and method == "GET":
+            cache_key = (_full_url(url, kwargs.get("params")), key)
+            cached = etags.get(cache_key)
+            if cached is not None:
+                headers = {**(headers or {}), "If-None-Match": cached.etag}
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(self.session, method, url, redactor, timeout, headers, kwargs)
             target = redirect_target(response)
@@ -188,10 +329,33 @@ class HttpClient:
                 break
             response.close()
             url = target
+        if key and self.provider_id:
+            budget.book.observe(self.provider_id, key, response.headers)
+        not_modified = response.status_code == 304 and cached is not None
+        _count(not_modified)
         if is_rate_limited(response):
             delay = rate_limit_delay(response)
             self.gate.block_for(delay)
+        if cache_key is not None:
+            if not_modified:
+                return _replay(response, cached)  # type: ignore[arg-type]
+            if response.status_code == 200:
+                etags.put(cache_key, response)
+            else:
+                etags.discard(cache_key)
+        response.not_modified = False  # type: ignore[attr-defined]
         return response
+
+    def _check_budget(self, key: str) -> None:
+        known = budget.book.get(self.provider_id, key) if self.provider_id else None
+        now = time.time()
+        if known is not None and known.polls_blocked(now):
+            wait = known.reset_in(now)
+            raise RateLimited(
+                f"request budget kept in reserve ({known.remaining} of {known.limit} left); "
+                f"polling resumes when it resets in {wait:.0f}s",
+                retry_after=wait,
+            )
 
     def storage_request(
         self, url: str, *, timeout: tuple[float, float] | float | None = None, **kwargs: Any
@@ -275,6 +439,23 @@ def read_capped(response: requests.Response, max_bytes: int) -> tuple[bytes, boo
     return b"".join(chunks), truncated
 
 
+def _full_url(url: str, params: Any) -> str:
+    if not params:
+        return url
+    return requests.Request("GET", url, params=params).prepare().url or url
+
+
+def _replay(response: requests.Response, cached: _Cached) -> requests.Response:
+    """The cached 200 a 304 stands for, with the 304's fresh headers."""
+    response.status_code = 200
+    response.reason = "OK (not modified)"
+    response._content = cached.content
+    if cached.content_type:
+        response.headers["Content-Type"] = cached.content_type
+    response.not_modified = True  # type: ignore[attr-defined]
+    return response
+
+
 def raise_for_status(
     response: requests.Response, *, secrets: Iterable[str] = (), what: str = "request"
 ) -> None:
@@ -341,24 +522,31 @@ def client_for(
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = HttpClient(
-                base_url, default_hosts=default_hosts, label=label or provider_id
+                base_url,
+                default_hosts=default_hosts,
+                label=label or provider_id,
+                provider_id=provider_id,
             )
         return client
 
 
 def reset_clients() -> None:
-    """Forget shared clients (tests: fresh gates between cases)."""
+    """Forget shared clients, cached answers and budgets (tests: a fresh start)."""
     with _clients_lock:
         for client in _clients.values():
             client.session.close()
         _clients.clear()
+    etags.clear()
+    budget.book.clear()
 
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ConnectorError",
     "HttpClient",
+    "RequestTally",
     "client_for",
+    "counting",
     "raise_for_status",
     "rate_limit_delay",
     "read_capped",

@@ -102,3 +102,27 @@ class ProviderCircuit(models.Model):
 
     def __str__(self) -> str:
         return f"circuit {self.provider_id} {self.base_url}"
+
+
+class ProviderBudget(models.Model):
+    """A provider token's request budget as last seen by any process.
+
+    ``token_key`` is a hash of the credential (``connectors.budget.token_key``),
+    never the credential. Within one window (``reset_at``) ``remaining`` only
+    falls; see ``connectors.budget``.
+    """
+
+    provider_id = models.CharField(max_length=64)
+    token_key = models.CharField(max_length=64)
+    limit = models.PositiveIntegerField(default=0)
+    remaining = models.IntegerField(default=0)
+    reset_at = models.DateTimeField()
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider_id", "token_key"], name="unique_budget")
+        ]
+
+    def __str__(self) -> str:
+        return f"budget {self.provider_id} {self.token_key[:8]}: {self.remaining}/{self.limit}"

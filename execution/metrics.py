@@ -28,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from connectors import budget
 from execution.models import ReconcileCounter, Run
 from execution.reconcile_claims import active_external, due
 from execution.states import ACTIVE_STATUSES
@@ -175,6 +176,7 @@ class ReconcileCollector:
             gauge.add_metric([], rows[0].value if rows else 0.0)
             yield gauge
         yield from self._run_gauges(now)
+        yield from self._budget_gauges(now)
 
     @staticmethod
     def _labelled(counters, metric, name, doc, kind_label: str | None) -> CounterMetricFamily:
@@ -256,6 +258,29 @@ class ReconcileCollector:
             Run.objects.filter(active_external() & Q(lease_expires_at__gt=now)).count(),
         )
         yield leases
+
+    @staticmethod
+    def _budget_gauges(now: datetime) -> Iterator[Metric]:
+        """Each provider token's request budget, as the reconcilers last shared
+        it (``token``: the first characters of the credential's hash)."""
+        remaining = GaugeMetricFamily(
+            "ccdash_provider_budget_remaining",
+            "Requests a provider token may still make before its quota resets.",
+            labels=["provider", "token"],
+        )
+        reset = GaugeMetricFamily(
+            "ccdash_provider_budget_reset_seconds",
+            "Seconds until a provider token's quota resets.",
+            labels=["provider", "token"],
+        )
+        epoch = now.timestamp()
+        for known in sorted(budget.shared_store().load(), key=lambda b: (b.provider_id, b.key)):
+            labels = [known.provider_id, known.key[:12]]
+            current = known.current(epoch)
+            remaining.add_metric(labels, known.remaining if current else known.limit)
+            reset.add_metric(labels, known.reset_in(epoch))
+        yield remaining
+        yield reset
 
 
 def render_metrics(accept: str = "") -> tuple[bytes, str]:
