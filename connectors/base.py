@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from connectors.endpoints import check_base_url
-from connectors.errors import ConfigurationError, UnsupportedOperation
+from connectors.errors import ConfigurationError, ConnectorError, UnsupportedOperation
 from connectors.http import HttpClient, client_for
 
 # Canonical statuses an adapter may report (execution.states.RunStatus values).
@@ -45,6 +45,9 @@ class Capabilities:
     # Answer a run that waits for its user, and start new work on the agent of a
     # finished run (``send_message`` / ``follow_up``).
     supports_follow_up: bool = False
+    # ``poll_many`` reads many runs' status in few requests (a listing): the
+    # reconciler hands it every due run of one adapter at once.
+    supports_batch_poll: bool = False
 
     def as_api(self) -> dict[str, bool]:
         return {
@@ -134,6 +137,10 @@ class RunRef:
     provider_run_id: str
     dispatch_key: str = ""
     provider_state: Mapping[str, Any] = field(default_factory=dict)
+    # When CCDash created the run (epoch seconds; the provider's run is not
+    # older) and the native status last stored: what a batch listing filters on.
+    created_at: float | None = None
+    provider_status_raw: str = ""
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,20 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def poll_status(self, ref: RunRef) -> RunState:
         """Read the run's native status and map it."""
+
+    def poll_many(self, refs: Sequence[RunRef]) -> dict[int, RunState | ConnectorError]:
+        """Read the status of many runs, keyed by ``RunRef.run_id``: a
+        ``RunState``, or the ``ConnectorError`` polling that run raised. Only
+        called when ``capabilities().supports_batch_poll``; the default polls
+        one by one. Raises (for the whole batch) only when the listing itself
+        fails."""
+        states: dict[int, RunState | ConnectorError] = {}
+        for ref in refs:
+            try:
+                states[ref.run_id] = self.poll_status(ref)
+            except ConnectorError as exc:
+                states[ref.run_id] = exc
+        return states
 
     def cancel(self, ref: RunRef) -> CancelResult:
         """Ask the provider to stop the run. A run that already ended is not an

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -55,6 +55,12 @@ LIST_RETRY_DELAY_S = 0.5
 DISPATCH_LOOKBACK_S = 120
 RECOVERY_LOOKBACK_S = 24 * 3600
 RECOVERY_PAGES = 3
+# Batch polling: a page holds at most 100 runs, and a filtered listing gives
+# at most 1,000 results (https://docs.github.com/rest/actions/workflow-runs).
+LIST_PAGE = 100
+LIST_MAX_PAGES = 10
+# Native statuses of an active run, each listable with ``status=``.
+ACTIVE_NATIVE = ("in_progress", "queued", "requested", "pending", "waiting")
 API = "https://api.github.com"
 API_VERSION = "2022-11-28"
 INPUT = r"[A-Za-z_][A-Za-z0-9_-]*"
@@ -66,7 +72,7 @@ class GitHubActionsAdapter(HttpAdapter):
     timeout = TIMEOUT
     label = "GitHub Actions"
     input_kind = "command"
-    CAPABILITIES = Capabilities(supports_cancel=True)
+    CAPABILITIES = Capabilities(supports_cancel=True, supports_batch_poll=True)
     default_base_url = API
     default_hosts = ("api.github.com",)
     config_fields = (
@@ -173,12 +179,39 @@ class GitHubActionsAdapter(HttpAdapter):
         return self._find_run(spec.dispatch_key, since, pages=RECOVERY_PAGES)
 
     def poll_status(self, ref: RunRef) -> RunState:
-        """GET .../runs/{id}. A re-run keeps the id and bumps ``run_attempt``;
-        status and jobs (``filter=latest``) follow the latest attempt, so the
-        attempt number itself is not kept."""
-        run = self.call_json("GET", self._run_path(ref), "run status")
-        raw = _native_status(run)
-        return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
+        """GET .../runs/{id}, conditionally: an unchanged run costs a 304,
+        which GitHub does not count against the rate limit. A re-run keeps the
+        id and bumps ``run_attempt``; status and jobs (``filter=latest``)
+        follow the latest attempt, so the attempt number itself is not kept."""
+        return self._state(
+            self.call_json("GET", self._run_path(ref), "run status", conditional=True)
+        )
+
+    def poll_many(self, refs: Sequence[RunRef]) -> dict[int, RunState | ConnectorError]:
+        """The runs of the configured workflow, listed by status
+        (``GET .../workflows/{wf}/runs?status=S&event=workflow_dispatch&created=>=T``,
+        100 a page, conditionally) for each status the runs were last seen in;
+        a run found in any list takes its state from there. Runs missing from
+        every list (they moved to a status not listed, e.g. completed, or are
+        past GitHub's 1,000 results of a filtered listing) are read one by one.
+        ``T`` is the oldest run's creation less ``DISPATCH_LOOKBACK_S``.
+        Raises when a listing fails (transient errors, a rejected token)."""
+        wanted = {ref.provider_run_id: ref for ref in refs}
+        states: dict[int, RunState | ConnectorError] = {}
+        created = [ref.created_at for ref in refs if ref.created_at is not None]
+        since = min(created) - DISPATCH_LOOKBACK_S if len(created) == len(refs) else None
+        for status in _listed_statuses(refs):
+            for run in self._list_runs(status, since):
+                ref = wanted.get(str(run.get("id")))
+                if ref is not None and ref.run_id not in states:
+                    states[ref.run_id] = self._state(run)
+        for ref in refs:
+            if ref.run_id not in states:
+                try:
+                    states[ref.run_id] = self.poll_status(ref)
+                except ConnectorError as exc:
+                    states[ref.run_id] = exc
+        return states
 
     def cancel(self, ref: RunRef) -> CancelResult:
         """POST .../cancel: 202 (the run shows completed/cancelled later); 409
@@ -265,6 +298,27 @@ class GitHubActionsAdapter(HttpAdapter):
     def _run_path(self, ref: RunRef) -> str:
         return f"{self._repo_path()}/actions/runs/{quote(ref.provider_run_id, safe='')}"
 
+    def _state(self, run: Mapping[str, Any]) -> RunState:
+        raw = _native_status(run)
+        return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
+
+    def _list_runs(self, status: str, since: float | None) -> list[dict[str, Any]]:
+        """Every run of the workflow in ``status`` created since ``since``."""
+        params: dict[str, Any] = {"status": status, "event": "workflow_dispatch"}
+        if since is not None:
+            params["created"] = datetime.fromtimestamp(since, UTC).strftime(">=%Y-%m-%dT%H:%M:%SZ")
+        runs: list[dict[str, Any]] = []
+        for page in range(1, LIST_MAX_PAGES + 1):
+            query = {**params, "per_page": LIST_PAGE, "page": page}
+            path = f"{self._workflow_path()}/runs"
+            body = self.call_json("GET", path, "run listing", params=query, conditional=True)
+            found = body.get("workflow_runs") or []
+            runs += [run for run in found if isinstance(run, dict)]
+            total = body.get("total_count")
+            if len(found) < LIST_PAGE or (isinstance(total, int) and page * LIST_PAGE >= total):
+                break
+        return runs
+
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.require_secret('token')}"}
 
@@ -342,6 +396,14 @@ class GitHubActionsAdapter(HttpAdapter):
 
 def _max_log_bytes() -> int:
     return int(settings.EXECUTION.get("MAX_OUTPUT_BYTES") or 2 * 1024 * 1024)
+
+
+def _listed_statuses(refs: Sequence[RunRef]) -> list[str]:
+    """The statuses to list: those the runs were last seen in (active ones),
+    in_progress and queued when nothing is known."""
+    seen = {ref.provider_status_raw for ref in refs}
+    statuses = [status for status in ACTIVE_NATIVE if status in seen]
+    return statuses or ["in_progress", "queued"]
 
 
 def _native_status(run: Mapping[str, Any]) -> str:

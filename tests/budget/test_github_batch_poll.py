@@ -1,0 +1,154 @@
+"""GitHub Actions batch polling against the simulator: one listing per status
+for many runs, per-run reads only for runs missing from the lists, and
+conditional requests that GitHub does not count."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from connectors.base import RunRef, Secrets
+from connectors.errors import AuthError, RunNotFound
+from connectors.providers.github_actions import adapter as github_actions
+from connectors.providers.github_actions.adapter import GitHubActionsAdapter
+from connectors.providers.github_actions.simulator import GitHubActionsSimulator
+
+TOKEN = GitHubActionsSimulator.default_token
+SETTINGS = {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"}
+
+
+@pytest.fixture
+def sim():
+    with GitHubActionsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def adapter(sim):
+    cleaned = GitHubActionsAdapter.validate_config({**SETTINGS, "baseUrl": sim.url})
+    return GitHubActionsAdapter(settings=cleaned, secrets=Secrets({"token": TOKEN}))
+
+
+def refs_for(ids, raw="in_progress", created_at=None):
+    created_at = time.time() - 60 if created_at is None else created_at
+    return [
+        RunRef(run_id=n, provider_run_id=run_id, created_at=created_at, provider_status_raw=raw)
+        for n, run_id in enumerate(ids, 1)
+    ]
+
+
+def kinds(sim):
+    return [(e["kind"], e["status"]) for e in sim.request_log()]
+
+
+def test_the_adapter_declares_batch_polling():
+    assert GitHubActionsAdapter.capabilities().supports_batch_poll is True
+
+
+def test_many_running_runs_cost_one_listing_page(sim, adapter):
+    ids = sim.seed(40, "running", owner="ccdash", repo="demo")
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert {state.status for state in states.values()} == {"running"}
+    assert len(states) == 40
+    assert kinds(sim) == [("list_runs", 200)]
+    query = sim.request_log()[0]["query"]
+    assert "status=in_progress" in query and "event=workflow_dispatch" in query
+    assert "created=%3E%3D" in query and "per_page=100" in query
+
+
+def test_listings_are_paginated(sim, adapter):
+    ids = sim.seed(230, "running", owner="ccdash", repo="demo")
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert len(states) == 230
+    assert kinds(sim) == [("list_runs", 200)] * 3
+
+
+def test_runs_missing_from_the_lists_are_read_one_by_one(sim, adapter):
+    ids = sim.seed(5, "running", owner="ccdash", repo="demo")
+    sim.set_state(ids[0], "success")
+    sim.set_state(ids[1], "failure")
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert states[1].status == "succeeded" and states[2].status == "failed"
+    assert {states[n].status for n in (3, 4, 5)} == {"running"}
+    assert sorted(k for k, _ in kinds(sim)) == ["get_run", "get_run", "list_runs"]
+
+
+def test_a_run_that_started_is_found_in_the_other_status_list(sim, adapter):
+    running = sim.seed(2, "running", owner="ccdash", repo="demo")
+    queued = sim.seed(1, "queued", owner="ccdash", repo="demo")
+    started = RunRef(9, queued[0], created_at=time.time() - 60, provider_status_raw="queued")
+    refs = [*refs_for(running), started]
+    sim.set_state(queued[0], "in_progress")
+
+    states = adapter.poll_many(refs)
+
+    assert states[9].status == "running"
+    assert sorted(k for k, _ in kinds(sim)) == ["list_runs", "list_runs"]
+
+
+def test_an_unchanged_listing_costs_a_free_304(sim, adapter):
+    ids = sim.seed(20, "running", owner="ccdash", repo="demo")
+    adapter.poll_many(refs_for(ids))
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert {state.status for state in states.values()} == {"running"}
+    assert kinds(sim)[-1] == ("list_runs", 304)
+    assert sim.budget_stats() == {"counted": 1, "notModified": 1, "rateLimited": 0}
+
+
+def test_an_unchanged_run_read_alone_costs_a_free_304(sim, adapter):
+    run_id = sim.seed(1, "running", owner="ccdash", repo="demo")[0]
+    ref = RunRef(1, run_id)
+
+    first, second = adapter.poll_status(ref), adapter.poll_status(ref)
+
+    assert first == second and second.status == "running"
+    assert kinds(sim) == [("get_run", 200), ("get_run", 304)]
+
+
+def test_a_vanished_run_is_reported_for_that_run_only(sim, adapter):
+    ids = sim.seed(3, "running", owner="ccdash", repo="demo")
+    sim.vanish(ids[0])
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert isinstance(states[1], RunNotFound)
+    assert states[2].status == states[3].status == "running"
+
+
+def test_a_listing_refused_fails_the_whole_batch(sim, adapter):
+    ids = sim.seed(3, "running", owner="ccdash", repo="demo")
+    sim.revoke_tokens()
+
+    with pytest.raises(AuthError):
+        adapter.poll_many(refs_for(ids))
+
+
+def test_without_creation_times_the_listing_is_not_filtered_by_date(sim, adapter):
+    ids = sim.seed(2, "running", owner="ccdash", repo="demo")
+    refs = [RunRef(n, run_id) for n, run_id in enumerate(ids, 1)]
+
+    states = adapter.poll_many(refs)
+
+    assert len(states) == 2
+    assert all("created" not in e["query"] for e in sim.request_log())
+    assert "status=in_progress" in sim.request_log()[0]["query"]
+
+
+def test_a_listing_stops_at_githubs_thousand_result_cap(sim, adapter, monkeypatch):
+    monkeypatch.setattr(github_actions, "LIST_MAX_PAGES", 2)
+    ids = sim.seed(250, "running", owner="ccdash", repo="demo")
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert len(states) == 250  # the 50 past the cap were read one by one
+    assert [k for k, _ in kinds(sim)].count("list_runs") == 2
+    assert [k for k, _ in kinds(sim)].count("get_run") == 50
