@@ -9,12 +9,24 @@ silent: the development defaults are there to be used.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
 # Anything Django's own tooling generates as a placeholder is public too.
 _PUBLIC_PREFIXES = ("django-insecure-",)
+
+# Build-time commands that neither serve nor read a secret (an image build runs
+# collectstatic without production secrets; developers run makemigrations).
+OFFLINE_COMMANDS = frozenset({"makemigrations", "collectstatic", "spectacular"})
+
+
+def _offline_command() -> bool:
+    argv = sys.argv
+    return len(argv) > 1 and Path(argv[0]).name == "manage.py" and argv[1] in OFFLINE_COMMANDS
 
 
 def _secret_key_is_public(value: str) -> bool:
@@ -28,8 +40,9 @@ def _secret_key_is_public(value: str) -> bool:
 @register(Tags.security)
 def check_production_secrets(app_configs=None, **kwargs) -> list[CheckMessage]:
     """``ccdash.E001``: ``SECRET_KEY`` unset or the public default;
-    ``ccdash.E002``: ``FERNET_KEYS`` unset. Only with ``DEBUG`` off."""
-    if settings.DEBUG:
+    ``ccdash.E002``: ``FERNET_KEYS`` unset. Only with ``DEBUG`` off, and not
+    for the ``OFFLINE_COMMANDS``."""
+    if settings.DEBUG or _offline_command():
         return []
     errors: list[CheckMessage] = []
     if _secret_key_is_public(settings.SECRET_KEY or ""):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -57,7 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -71,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files from the app server itself (gunicorn in production).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside the others: every /api/ error they or a view produce becomes JSON.
+    "ccdash.api.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -166,7 +169,7 @@ FERNET_KEYS = env_list("FERNET_KEYS") or ([INSECURE_FERNET_KEY] if DEBUG else []
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "ccdash.api.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -176,6 +179,16 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "NON_FIELD_ERRORS_KEY": "nonField",
 }
+
+# API tokens (django-rest-knox): stored as SHA-512 digests, one per login, each
+# expiring after API_TOKEN_TTL_HOURS. Header: "Authorization: Token <token>".
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=float(os.environ.get("API_TOKEN_TTL_HOURS", "10"))),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+# Login attempts per client address (DRF rate syntax: "N/second|minute|hour|day").
+API_LOGIN_RATE = os.environ.get("API_LOGIN_RATE", "10/minute")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "CCDash Connectors API",

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from connectors.endpoints import check_base_url
 from connectors.errors import ConfigurationError, ConnectorError, UnsupportedOperation
 from connectors.http import HttpClient, client_for
+from connectors.links import web_url
 
 # Canonical statuses an adapter may report (execution.states.RunStatus values).
 CANONICAL_STATUSES = frozenset(
@@ -151,6 +152,10 @@ class DispatchResult:
     # Adapter-owned data to keep with the run (e.g. Cursor's agent id).
     provider_state: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Shown as a link: only http(s) survives, whatever the provider sent.
+        object.__setattr__(self, "provider_url", web_url(self.provider_url))
+
 
 @dataclass(frozen=True)
 class LogEntry:
@@ -180,6 +185,10 @@ class RunState:
     # Output that came with the poll at no extra request (Devin's messages):
     # a batch, even an empty one, means "the output was read with this poll".
     logs: LogBatch | None = None
+
+    def __post_init__(self) -> None:
+        # Shown as a link: only http(s) survives, whatever the provider sent.
+        object.__setattr__(self, "provider_url", web_url(self.provider_url))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 
 Every error body is ``{"error": {"code": "...", "message": "...", "fields": {...}}}``:
 ``code`` is a stable machine code, ``fields`` (400 only) maps camelCase field
-names to messages.
+names to a flat list of messages. A nested field is named by its path with dots
+(``settings.baseUrl``, ``reasonCodes.0``), so ``fields`` always has the one
+shape the schema declares (``ccdash.api.schema.FieldErrorsField``).
+
+Errors raised outside DRF views (unknown paths, oversized bodies, server
+errors) get the same body from ``ccdash.api.middleware``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class Conflict(ApiError):
         super().__init__(status.HTTP_409_CONFLICT, code, message)
 
 
-_DEFAULT_CODES = {
+DEFAULT_CODES = {
     400: "invalid",
     401: "not_authenticated",
     403: "permission_denied",
@@ -42,15 +47,44 @@ _DEFAULT_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     409: "conflict",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     429: "throttled",
+    500: "server_error",
 }
+
+
+def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """``{"a": {"b": ["m"]}, "c": [{"d": ["n"]}]}`` → ``{"a.b": ["m"], "c.0.d": ["n"]}``.
+
+    A bare list of messages at the top is keyed ``nonField``."""
+    flat: dict[str, list[str]] = {}
+
+    def add(path: str, messages: list[str]) -> None:
+        flat.setdefault(path or "nonField", []).extend(messages)
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, (list, tuple)):
+            if all(not isinstance(item, (dict, list, tuple)) for item in node):
+                add(path, [str(item) for item in node])
+            else:
+                for index, item in enumerate(node):
+                    if item:  # many=True lists hold {} for the valid items
+                        walk(item, f"{path}.{index}" if path else str(index))
+        else:
+            add(path, [str(node)])
+
+    walk(detail, prefix)
+    return flat
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if fields:
-        error["fields"] = fields
+        error["fields"] = flatten_field_errors(fields)
     return {"error": error}
 
 
@@ -69,10 +103,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    code = _DEFAULT_CODES.get(response.status_code, "error")
+    code = DEFAULT_CODES.get(response.status_code, "error")
     if isinstance(exc, exceptions.ValidationError):
-        fields = exc.detail if isinstance(exc.detail, dict) else {"nonField": exc.detail}
-        response.data = error_body("invalid", "Invalid input.", fields)
+        response.data = error_body("invalid", "Invalid input.", exc.detail)
     else:
         detail = getattr(exc, "detail", str(exc))
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None

@@ -3,8 +3,22 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
+
+
+class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    """``Authorization: Token <token>`` (``ccdash.api.auth``) in the schema."""
+
+    target_class = "ccdash.api.auth.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )
 
 
 @extend_schema_field(
@@ -35,6 +49,8 @@ _DESCRIPTIONS = {
     404: "Not found, or not in one of your projects.",
     409: "The run's state does not allow this action.",
     502: "The provider failed the call (provider_error).",
+    413: "The request body is too large (payload_too_large).",
+    429: "Too many requests (throttled); see the Retry-After header.",
 }
 
 ERROR_RESPONSES: dict[int, OpenApiResponse] = {

@@ -25,7 +25,10 @@ class TokenRequestSerializer(serializers.Serializer):
 
 
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(read_only=True)
+    token = serializers.CharField(read_only=True, help_text="Shown once; only a digest is kept.")
+    expiry = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the token stops working."
+    )
 
 
 class ProjectSerializer(serializers.ModelSerializer):

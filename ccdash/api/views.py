@@ -9,13 +9,14 @@ from __future__ import annotations
 from django.contrib.auth import authenticate, get_user_model
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from knox.models import AuthToken
 from rest_framework import status
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ccdash.api.auth import LoginRateThrottle, TokenAuthentication
 from ccdash.api.errors import ApiError, Conflict
 from ccdash.api.permissions import get_project_for, scoped_projects
 from ccdash.api.schema import ERROR_RESPONSES
@@ -33,20 +34,27 @@ from ccdash.roles import Action, Role
 
 
 class ObtainTokenView(APIView):
-    """``POST /api/auth/token/``: exchange a username and password for the
-    user's API token (created on first use, the same token afterwards).
+    """``POST /api/auth/token/``: exchange a username and password for a new
+    API token and its expiry (``API_TOKEN_TTL_HOURS`` from now).
 
-    Send it as ``Authorization: Token <token>``. Wrong or inactive credentials
-    answer 400 with code ``invalid_credentials``; a missing field 400 ``invalid``.
+    Send it as ``Authorization: Token <token>``. Only its digest is stored, so
+    it is shown once. Wrong or inactive credentials answer 400 with code
+    ``invalid_credentials``; a missing field 400 ``invalid``; more attempts
+    than ``API_LOGIN_RATE`` from one address 429 ``throttled``.
     """
 
     # No authentication: a stale session cookie must not make this CSRF-checked.
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [LoginRateThrottle]
 
     @extend_schema(
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: ERROR_RESPONSES[400]},
+        responses={
+            200: TokenSerializer,
+            400: ERROR_RESPONSES[400],
+            429: ERROR_RESPONSES[429],
+        },
         auth=[],
         summary="Obtain an API token",
     )
@@ -65,8 +73,25 @@ class ObtainTokenView(APIView):
                 "invalid_credentials",
                 "Unable to log in with the provided credentials.",
             )
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        instance, token = AuthToken.objects.create(user=user)
+        return Response({"token": token, "expiry": instance.expiry})
+
+
+class LogoutView(APIView):
+    """``POST /api/auth/logout/``: revoke the token this request carries
+    (other logins of the same user keep theirs). 204; 401 without a token."""
+
+    authentication_classes = [TokenAuthentication]
+
+    @extend_schema(
+        request=None,
+        responses={204: None, 401: ERROR_RESPONSES[401]},
+        summary="Revoke the API token of this request",
+    )
+    def post(self, request: Request) -> Response:
+        if isinstance(request.auth, AuthToken):
+            request.auth.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ProjectListView(APIView):

@@ -32,8 +32,13 @@ class FlagFilter(django_filters.BooleanFilter):
     field_class = forms.BooleanField
 
 
+# The largest id a database row can have (a signed 64-bit integer): a larger
+# ?projectId= is a 400, not an overflow in the database driver.
+MAX_ID = 2**63 - 1
+
+
 class RunFilter(django_filters.FilterSet):
-    projectId = IntegerFilter(field_name="project_id")
+    projectId = IntegerFilter(field_name="project_id", min_value=1, max_value=MAX_ID)
     featureId = django_filters.CharFilter(field_name="feature_id")
     providerId = django_filters.CharFilter(field_name="provider_id")
     # distinct=False: a filter on the run's own column cannot repeat a row, and
@@ -48,6 +53,8 @@ class RunFilter(django_filters.FilterSet):
     beforeId = IntegerFilter(
         field_name="id",
         lookup_expr="lt",
+        min_value=1,
+        max_value=MAX_ID,
         help_text="Keyset paging: only runs older than this id (stable under new runs).",
     )
     q = django_filters.CharFilter(

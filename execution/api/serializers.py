@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from connectors.links import web_url
 from execution.models import PolicyVerdict, RiskLevel, Run, RunEvent, RunKind, Stream
 from execution.states import ACTIVE_STATUSES, RunStatus, SyncStatus
 
@@ -54,7 +55,9 @@ class RunSerializer(serializers.ModelSerializer):
     recommendationRuleId = serializers.CharField(source="recommendation_rule_id")
     providerId = serializers.CharField(source="provider_id")
     providerRunId = serializers.CharField(source="provider_run_id")
-    providerUrl = serializers.CharField(source="provider_url")
+    providerUrl = serializers.SerializerMethodField(
+        help_text="The run on the provider's site: an http(s) URL, or empty."
+    )
     providerStatusRaw = serializers.CharField(source="provider_status_raw")
     status = serializers.ChoiceField(choices=RunStatus.choices)
     statusReason = serializers.CharField(source="status_reason")
@@ -129,6 +132,12 @@ class RunSerializer(serializers.ModelSerializer):
             "degraded",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_providerUrl(self, run: Run) -> str:
+        # Stored values are filtered already (connectors.base); rows written
+        # before that filter existed are filtered here.
+        return web_url(run.provider_url)
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_degraded(self, run: Run) -> bool:
