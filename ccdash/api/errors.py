@@ -2,9 +2,9 @@
 
 Every error body is ``{"error": {"code": "...", "message": "...", "fields": {...}}}``:
 ``code`` is a stable machine code, ``fields`` (400 only) maps camelCase field
-names to a flat list of messages. A nested field is named by its path with dots
-(``settings.baseUrl``, ``reasonCodes.0``), so ``fields`` always has the one
-shape the schema declares (``ccdash.api.schema.FieldErrorsField``).
+names to a list of messages, or, for an object field such as ``settings``, to
+``{subField: [messages]}`` (``normalize_field_errors``): exactly the two shapes
+the schema declares (``ccdash.api.schema.FieldErrorsField``).
 
 Errors raised outside DRF views (unknown paths, oversized bodies, server
 errors) get the same body from ``ccdash.api.middleware``.
@@ -54,37 +54,52 @@ DEFAULT_CODES = {
 }
 
 
-def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
-    """``{"a": {"b": ["m"]}, "c": [{"d": ["n"]}]}`` → ``{"a.b": ["m"], "c.0.d": ["n"]}``.
-
-    A bare list of messages at the top is keyed ``nonField``."""
-    flat: dict[str, list[str]] = {}
-
-    def add(path: str, messages: list[str]) -> None:
-        flat.setdefault(path or "nonField", []).extend(messages)
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, (list, tuple)):
-            if all(not isinstance(item, (dict, list, tuple)) for item in node):
-                add(path, [str(item) for item in node])
-            else:
-                for index, item in enumerate(node):
-                    if item:  # many=True lists hold {} for the valid items
-                        walk(item, f"{path}.{index}" if path else str(index))
+def _flatten(node: Any, path: str, into: dict[str, list[str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(value, f"{path}.{key}" if path else str(key), into)
+    elif isinstance(node, (list, tuple)):
+        if all(not isinstance(item, (dict, list, tuple)) for item in node):
+            into.setdefault(path or "nonField", []).extend(str(item) for item in node)
         else:
-            add(path, [str(node)])
+            for index, item in enumerate(node):
+                if item:  # many=True lists hold {} for the valid items
+                    _flatten(item, f"{path}.{index}" if path else str(index), into)
+    else:
+        into.setdefault(path or "nonField", []).append(str(node))
 
-    walk(detail, prefix)
-    return flat
+
+def normalize_field_errors(detail: Any) -> dict[str, list[str] | dict[str, list[str]]]:
+    """The two shapes ``fields`` takes, and nothing else (the schema's
+    ``FieldErrorsField``): ``field → [messages]``, or for an object field
+    (``settings``, ``credentials``) ``field → {subField → [messages]}``.
+    Anything deeper is named by a dotted path inside the object
+    (``items → {"1.baseUrl": [...]}``); a bare list is keyed ``nonField``."""
+    if not isinstance(detail, dict):
+        return {"nonField": _flat_messages(detail)}
+    normalized: dict[str, list[str] | dict[str, list[str]]] = {}
+    for key, value in detail.items():
+        if isinstance(value, dict) or (
+            isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value)
+        ):
+            nested: dict[str, list[str]] = {}
+            _flatten(value, "", nested)
+            normalized[str(key)] = nested
+        else:
+            normalized[str(key)] = _flat_messages(value)
+    return normalized
+
+
+def _flat_messages(value: Any) -> list[str]:
+    flat: dict[str, list[str]] = {}
+    _flatten(value, "", flat)
+    return [message for messages in flat.values() for message in messages]
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if fields:
-        error["fields"] = flatten_field_errors(fields)
+        error["fields"] = normalize_field_errors(fields)
     return {"error": error}
 
 

@@ -24,8 +24,17 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
 @extend_schema_field(
     {
         "type": "object",
-        "additionalProperties": {"type": "array", "items": {"type": "string"}},
-        "description": "camelCase field name (or nonField) → messages; 400 only.",
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                },
+            ]
+        },
+        "description": "camelCase field name (or nonField) → messages; for an object "
+        "field (settings, credentials) subField → messages. 400 only.",
     }
 )
 class FieldErrorsField(serializers.DictField):

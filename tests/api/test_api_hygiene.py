@@ -8,7 +8,7 @@ import json
 import pytest
 from rest_framework import serializers
 
-from ccdash.api.errors import exception_handler, flatten_field_errors
+from ccdash.api.errors import exception_handler, normalize_field_errors
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -131,23 +131,48 @@ def test_nested_field_errors_are_flattened_to_dotted_names():
         response = exception_handler(exc, {})
 
     fields = response.data["error"]["fields"]
-    assert set(fields) == {"settings.baseUrl", "items.1.baseUrl", "tags.0"}
-    assert all(
-        isinstance(messages, list) and all(isinstance(m, str) for m in messages)
-        for messages in fields.values()
+    assert fields == {
+        "settings": {"baseUrl": ["Enter a valid URL."]},
+        "items": {"1.baseUrl": ["This field is required."]},
+        "tags": {"0": ["A valid integer is required."]},
+    }
+
+
+def test_flat_errors_stay_flat_and_bare_lists_are_nonfield():
+    assert normalize_field_errors({"command": ["Required."]}) == {"command": ["Required."]}
+    assert normalize_field_errors(["Bad."]) == {"nonField": ["Bad."]}
+    deep = {"settings": {"a": {"b": ["x"]}}}
+    assert normalize_field_errors(deep) == {"settings": {"a.b": ["x"]}}
+
+
+def matches_schema(fields: dict) -> bool:
+    """The FieldErrorsField schema: name → [str] or name → {sub → [str]}."""
+
+    def messages(value) -> bool:
+        return isinstance(value, list) and all(isinstance(m, str) for m in value)
+
+    return all(
+        messages(value) or (isinstance(value, dict) and all(messages(v) for v in value.values()))
+        for value in fields.values()
     )
 
 
-def test_flatten_keeps_flat_errors_and_names_bare_lists_nonfield():
-    assert flatten_field_errors({"command": ["Required."]}) == {"command": ["Required."]}
-    assert flatten_field_errors(["Bad."]) == {"nonField": ["Bad."]}
+def test_provider_settings_errors_have_the_schema_shape(project, admin_client):
+    response = admin_client.put(
+        "/api/execution/providers/github_actions/config",
+        {"projectId": project.pk, "settings": {"baseUrl": {"deep": ["x"]}, "nope": 1}},
+        format="json",
+    )
+
+    error = assert_json_error(response, 400)
+    assert matches_schema(error["fields"]), error
 
 
 def test_a_json_array_body_is_a_field_error_of_the_schema_shape(project, operator_client):
     response = operator_client.post("/api/execution/runs", [1, 2], format="json")
 
     error = assert_json_error(response, 400, "invalid")
-    assert all(isinstance(v, list) for v in error["fields"].values())
+    assert matches_schema(error["fields"])
 
 
 def test_a_server_error_under_the_api_is_json(project, admin_member, monkeypatch):
