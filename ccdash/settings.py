@@ -246,6 +246,12 @@ CONNECTORS_ALLOWED_HOSTS = env_list("CONNECTORS_ALLOWED_HOSTS")
 
 # --- Execution ----------------------------------------------------------------------------
 
+# Local runs execute under bubblewrap ("bwrap", the default) or, only when chosen
+# explicitly, unsandboxed ("none"). EXECUTION_BWRAP: the bwrap executable, a name
+# looked up on PATH or a path. See docs/configuration.md, "Sandbox".
+EXECUTION_SANDBOX = os.environ.get("EXECUTION_SANDBOX", "bwrap")
+EXECUTION_BWRAP = os.environ.get("EXECUTION_BWRAP", "bwrap")
+
 EXECUTION = {
     # Local runs
     "DEFAULT_TIMEOUT_S": float(os.environ.get("EXECUTION_DEFAULT_TIMEOUT_S", "900")),

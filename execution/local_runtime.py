@@ -5,6 +5,12 @@ shell through ``execution.runner`` with the profile's env only and the cwd the
 policy resolved inside the workspace, stores output as events while the
 command runs, beats a heartbeat (the reconciler fails runs whose worker died),
 and ends the run from the process result.
+
+The command runs in the bubblewrap sandbox (``execution.sandbox``) unless
+``EXECUTION_SANDBOX=none``; when the sandbox is unavailable the run fails with
+``sandbox_unavailable`` before anything starts. The sandbox has no network
+unless the run was approved with the policy's ``network_command`` reason: an
+approver saw that the command talks to the network and said yes.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from django.utils import timezone
 from connectors.configs import project_redactor
 from execution.events import NewEvent, append_events, audit
 from execution.models import Run, RunKind, Stream
-from execution.policy import build_env
+from execution.policy import NETWORK_COMMAND, build_env
 from execution.policy_gate import env_profiles, evaluate_run
 from execution.runner import OutputChunk, ProcessResult, run_process
+from execution.sandbox_config import usable_sandbox
 from execution.states import RunStatus
 from execution.transitions import transition
 
@@ -49,6 +56,16 @@ def execute_run(run_id: int) -> str:
             run, RunStatus.BLOCKED, reason="policy_denied", message=", ".join(decision.reason_codes)
         )
         return RunStatus.BLOCKED
+    choice = usable_sandbox()
+    if choice.mode == "unavailable":
+        transition(
+            run,
+            RunStatus.FAILED,
+            reason="sandbox_unavailable",
+            message=choice.message,
+            provider_status_raw=RunStatus.FAILED,
+        )
+        return RunStatus.FAILED
     worker_id = worker_identity()
     if not transition(
         run,
@@ -63,6 +80,9 @@ def execute_run(run_id: int) -> str:
     profile = env_profiles()[decision.env_profile]
     env = build_env(profile, workspace_root=run.project.workspace_root, host_env=os.environ)
     redactor = project_redactor(run.project_id)
+    share_network = network_allowed(run)
+    sandbox = choice.for_workspace(run.project.workspace_root, share_network=share_network)
+    append_events(run.pk, [_sandbox_event(choice.mode, share_network)])
 
     def on_output(chunks: list[OutputChunk]) -> None:
         append_events(
@@ -87,8 +107,26 @@ def execute_run(run_id: int) -> str:
         max_output_bytes=conf["MAX_OUTPUT_BYTES"],
         cancel_grace_s=conf["CANCEL_GRACE_S"],
         tick_interval_s=conf["HEARTBEAT_INTERVAL_S"],
+        sandbox=sandbox,
     )
     return _finish(run, result)
+
+
+def network_allowed(run: Run) -> bool:
+    """The policy named the network and a person approved the run knowing it."""
+    return NETWORK_COMMAND in (run.reason_codes or []) and run.approved_by_id is not None
+
+
+def _sandbox_event(mode: str, share_network: bool) -> NewEvent:
+    if mode == "none":
+        text = "Running without a sandbox (EXECUTION_SANDBOX=none)."
+    elif share_network:
+        text = "Running in a bubblewrap sandbox; network allowed (approved network command)."
+    else:
+        text = "Running in a bubblewrap sandbox; no network."
+    return NewEvent(
+        Stream.SYSTEM, "sandbox", text=text, payload={"sandbox": mode, "network": share_network}
+    )
 
 
 def _finish(run: Run, result: ProcessResult) -> str:

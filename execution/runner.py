@@ -29,8 +29,15 @@ newline at EOF, and (b) a single line longer than a chunk, which is delivered in
 consecutive ≤64 KiB pieces of which only the last ends with the newline.
 Recover lines with ``"".join(texts).splitlines(keepends=True)``.
 
-Known limit: a descendant that calls ``setsid()`` leaves the group and is not
-stopped; the pipes it holds are abandoned after a short grace.
+Sandboxed (``sandbox=BwrapSandbox(...)``, see ``execution.sandbox``): the
+child is bwrap, leading the process group; the command and everything it
+starts live in the sandbox's PID namespace. Stopping sends SIGTERM to every
+process inside (``setsid()`` does not leave a namespace), then SIGKILL to the
+group and to everything inside; with ``--die-with-parent`` and the namespace's
+init gone, the kernel leaves nothing behind.
+
+Known limit without a sandbox: a descendant that calls ``setsid()`` leaves the
+group and is not stopped; the pipes it holds are abandoned after a short grace.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Literal
+
+from execution.sandbox import BwrapSandbox, SandboxProcesses
 
 __all__ = ["CHUNK_MAX_BYTES", "OutputChunk", "ProcessResult", "run_process"]
 
@@ -117,8 +126,13 @@ def run_process(
     cancel_grace_s: float = 2.0,
     flush_interval_s: float = 0.2,
     tick_interval_s: float = 1.0,
+    sandbox: BwrapSandbox | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (no shell) in ``cwd`` with exactly ``env`` and wait for it.
+
+    With ``sandbox``, the command runs inside it (``cwd`` must be in its
+    workspace); an executable the sandbox cannot see is reported like a missing
+    one (127).
 
     Stops the process group with SIGTERM, then SIGKILL after ``cancel_grace_s``,
     when ``timeout_s`` elapses (``timed_out``) or ``should_cancel()`` returns true
@@ -137,20 +151,18 @@ def run_process(
     _become_child_subreaper()
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            shell=False,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc, inside = _spawn(argv, cwd=cwd, env=env, sandbox=sandbox)
     except OSError as exc:
         return _spawn_failure(exc, argv[0], cwd, started)
+    except _CannotStart as problem:
+        return ProcessResult(
+            exit_code=problem.exit_code,
+            duration_s=time.monotonic() - started,
+            error=problem.message,
+        )
     supervisor = _Supervisor(
         proc,
+        sandbox=inside,
         started=started,
         timeout_s=timeout_s,
         on_output=on_output,
@@ -162,6 +174,38 @@ def run_process(
         tick_interval_s=tick_interval_s,
     )
     return supervisor.run()
+
+
+class _CannotStart(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+
+
+def _spawn(
+    argv: Sequence[str], *, cwd: str, env: Mapping[str, str], sandbox: BwrapSandbox | None
+) -> tuple[subprocess.Popen[bytes], SandboxProcesses | None]:
+    """Start the child as the leader of a new process group (raises OSError as
+    Popen); in a sandbox, also say which processes are inside it."""
+    options = {
+        "shell": False,
+        "cwd": cwd,  # also for bwrap: Popen reports a missing cwd as it always did
+        "env": dict(env),  # bwrap's own environment: /proc/1/environ inside shows it
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "start_new_session": True,
+    }
+    if sandbox is None:
+        return subprocess.Popen(list(argv), **options), None
+    if os.path.isdir(cwd):
+        problem = sandbox.check_executable(argv[0], cwd=cwd, path=env.get("PATH", ""))
+        if problem is not None:
+            raise _CannotStart(problem.exit_code, problem.message)
+    with sandbox.launch(argv, cwd=cwd, env=env) as launch:  # closes launch.info on error
+        proc = subprocess.Popen(launch.argv, pass_fds=launch.pass_fds, **options)
+    return proc, SandboxProcesses.from_info(launch.info)
 
 
 def _spawn_failure(exc: OSError, executable: str, cwd: str, started: float) -> ProcessResult:
@@ -307,6 +351,7 @@ class _Supervisor:
         self,
         proc: subprocess.Popen[bytes],
         *,
+        sandbox: SandboxProcesses | None,
         started: float,
         timeout_s: float,
         on_output: Callable[[list[OutputChunk]], None],
@@ -319,6 +364,7 @@ class _Supervisor:
     ) -> None:
         self._proc = proc
         self._pgid = proc.pid  # start_new_session: the child leads its own group
+        self._sandbox = sandbox
         self._started = started
         self._deadline = started + timeout_s
         self._should_cancel = should_cancel
@@ -448,8 +494,12 @@ class _Supervisor:
                 self._terminate(now)
 
     def _terminate(self, now: float) -> None:
-        """SIGTERM the group; SIGKILL follows after the grace unless everything exited."""
-        self._signal_group(signal.SIGTERM)
+        """SIGTERM the group (in a sandbox: everything inside it); SIGKILL follows
+        after the grace unless everything exited."""
+        # bwrap forwards no signal, and SIGTERM to bwrap would end the sandbox at
+        # once: the command gets its grace only when signalled inside.
+        if self._sandbox is None or not self._sandbox.signal_command(signal.SIGTERM):
+            self._signal_group(signal.SIGTERM)
         self._kill_at = now + self._cancel_grace_s
 
     # -- process group
@@ -469,6 +519,10 @@ class _Supervisor:
             pass  # the group is already gone
         except PermissionError:
             logger.warning("cannot signal process group %s", self._pgid)
+        if sig == signal.SIGKILL and self._sandbox is not None:
+            # --die-with-parent already takes the sandbox down with bwrap; this
+            # also covers a bwrap that died before it could arrange that.
+            self._sandbox.kill_all()
 
     def _close_pipes(self) -> None:
         self._selector.close()
@@ -476,8 +530,17 @@ class _Supervisor:
             pipe.close()
 
     def _reap_group(self) -> None:
-        """Collect group members re-parented to us until none is left (or time is up)."""
+        """Collect group members re-parented to us until none is left (or time is up);
+        in a sandbox, also wait until nothing inside runs any more."""
         deadline = time.monotonic() + REAP_TIMEOUT_S
+        self._reap_members(deadline)
+        while self._sandbox is not None and self._sandbox.any_alive():
+            if time.monotonic() >= deadline:
+                logger.warning("sandbox of process %s still has processes", self._pgid)
+                return
+            time.sleep(0.01)
+
+    def _reap_members(self, deadline: float) -> None:
         while True:
             try:
                 while os.waitpid(-self._pgid, os.WNOHANG)[0]:

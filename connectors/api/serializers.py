@@ -19,6 +19,7 @@ from connectors.configs import masked_credentials
 from connectors.models import ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID
 from connectors.services import health_view
+from execution.sandbox_config import current_sandbox
 
 # --- requests ---------------------------------------------------------------------
 
@@ -128,6 +129,16 @@ class ProviderSerializer(serializers.Serializer):
     secretFields = ConfigFieldSerializer(many=True)
     health = HealthSerializer()
     credentials = MaskedCredentialsSerializer()
+    sandbox = serializers.ChoiceField(
+        choices=["bwrap", "none", "unavailable"],
+        allow_null=True,
+        help_text=(
+            "Local provider only (null for the others): how local runs are isolated. "
+            "`bwrap`: a bubblewrap sandbox; `none`: unsandboxed, chosen by the operator "
+            "(EXECUTION_SANDBOX=none); `unavailable`: bubblewrap is required but missing, "
+            "so local runs fail with `sandbox_unavailable`."
+        ),
+    )
 
 
 # --- building answers ---------------------------------------------------------------------
@@ -180,4 +191,5 @@ def provider_view(
         "secretFields": [field_view(f) for f in cls.secret_fields],
         "health": health_view(config),
         "credentials": credentials,
+        "sandbox": current_sandbox().mode if is_local else None,
     }

@@ -51,7 +51,22 @@ class LocalAdapter(ProviderAdapter):
         return CancelResult(confirmed=False)
 
     def check_health(self) -> HealthResult:
-        return HealthResult(ok=True, message="Runs in this service's workers.")
+        """Unhealthy when local runs would fail: the sandbox is required but
+        bubblewrap is missing or cannot create namespaces on this host."""
+        # Imported here: the sandbox settings live with the executor, not the connectors.
+        from execution.sandbox_config import usable_sandbox
+
+        choice = usable_sandbox()
+        if choice.mode == "unavailable":
+            return HealthResult(ok=False, message=choice.message)
+        if choice.mode == "none":
+            return HealthResult(
+                ok=True,
+                message="Runs in this service's workers, unsandboxed (EXECUTION_SANDBOX=none).",
+            )
+        return HealthResult(
+            ok=True, message="Runs in this service's workers, in a bubblewrap sandbox."
+        )
 
 
 ADAPTER = LocalAdapter
