@@ -41,6 +41,7 @@ format: install
 bench: install
 	$(BIN)/python -m benchmarks.reconcile_sweep
 	$(BIN)/python -m benchmarks.api_list
+	$(BIN)/python -m benchmarks.api_budget
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
