@@ -119,10 +119,12 @@ __all__ = [
     "WORKSPACE_EXECUTABLE",
     "WORKSPACE_ROOT_INVALID",
     "EnvProfile",
+    "Finding",
     "PolicyDecision",
     "Risk",
     "Verdict",
     "build_env",
+    "decide",
     "evaluate",
 ]
 
@@ -267,12 +269,14 @@ def evaluate(
         context = Context(root=root, cwd=resolved_cwd, search_path=_search_path(profile))
         findings += _check_command_line(command, argv, context)
 
-    return _decide(findings, argv=argv, resolved_cwd=resolved_cwd, env_profile=profile_name)
+    return decide(findings, argv=argv, resolved_cwd=resolved_cwd, env_profile=profile_name)
 
 
-def _decide(
+def decide(
     findings: Sequence[Finding], *, argv: Sequence[str], resolved_cwd: str, env_profile: str
 ) -> PolicyDecision:
+    """The strictest verdict and highest risk of ``findings``, explained by the
+    codes that objected (or, when nothing did, by the allowing ones)."""
     verdict = max((f.verdict for f in findings), key=VERDICT_RANK.__getitem__, default=ALLOW)
     risk = max((f.risk for f in findings), key=RISK_RANK.__getitem__, default="low")
     # Explain the verdict: allow findings only matter when nothing objected.
