@@ -38,10 +38,23 @@ class ProjectAdmin(admin.ModelAdmin):
         "default_provider_id",
         "allow_fallback_to_local",
         "allow_self_approval",
+        "agent_runs_require_approval",
+        "prompt_patterns",
+        "max_prompt_length",
+        "agent_fallback_chain",
         "links",
         "created_at",
     )
-    readonly_fields = ("default_provider_id", "links", "created_at")
+    # Agent-run settings are validated and audited by PATCH /api/projects/{id}/.
+    readonly_fields = (
+        "default_provider_id",
+        "agent_runs_require_approval",
+        "prompt_patterns",
+        "max_prompt_length",
+        "agent_fallback_chain",
+        "links",
+        "created_at",
+    )
     inlines = [MembershipInline]
 
     @admin.display(description="See also")

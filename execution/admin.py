@@ -46,14 +46,15 @@ class RunAdmin(admin.ModelAdmin):
         "id",
         "project",
         "provider_id",
+        "kind",
         "status",
         "sync_status",
         "degraded",
         "fallback_from_provider_id",
         "created_at",
     )
-    list_filter = ("status", "sync_status", "provider_id", "project")
-    search_fields = ("command", "provider_run_id", "feature_id")
+    list_filter = ("status", "sync_status", "provider_id", "kind", "project")
+    search_fields = ("command", "prompt", "provider_run_id", "feature_id")
     date_hierarchy = "created_at"
     list_select_related = ("project",)
     inlines = [RunEventInline]
