@@ -18,9 +18,11 @@ import requests
 from connectors import registry
 from connectors.base import (
     CancelResult,
+    Capabilities,
     DispatchResult,
     HealthResult,
     LogBatch,
+    ProviderAdapter,
     RunRef,
     RunSpec,
     RunState,
@@ -173,3 +175,37 @@ def test_suite_fails_a_provoked_error_that_does_not_raise(monkeypatch):
 
     with pytest.raises(AssertionError, match="should raise a typed error"):
         suite.test_provoked_errors_are_typed(monkeypatch)
+
+
+def test_suite_fails_an_adapter_that_does_not_declare_its_input_kind():
+    class Undeclared(ProviderAdapter):
+        provider_id = "undeclared"
+        label = "Undeclared"
+
+        def dispatch(self, spec):
+            raise NotImplementedError
+
+        def poll_status(self, ref):
+            raise NotImplementedError
+
+        def check_health(self):
+            return HealthResult(ok=True)
+
+    with pytest.raises(AssertionError):
+        suite_for(Undeclared).test_declares_its_input_kind()
+
+
+def test_suite_fails_an_adapter_with_an_unknown_input_kind():
+    class Shell(FakeAdapter):
+        input_kind = "shell"
+
+    with pytest.raises(AssertionError):
+        suite_for(Shell).test_declares_its_input_kind()
+
+
+def test_suite_fails_an_adapter_that_claims_follow_ups_without_the_hook():
+    class Claims(FakeAdapter):
+        CAPABILITIES = Capabilities(supports_follow_up=True)
+
+    with pytest.raises(AssertionError):
+        suite_for(Claims).test_follow_up_capability_matches_its_hooks()
