@@ -294,7 +294,9 @@ class ProviderConfigAdmin(admin.ModelAdmin):
             ),
         )
 
-    @admin.action(description="Check health")
+    # A check sends the stored credentials to the provider and records the
+    # result: an act on the config, so view-only staff do not get it.
+    @admin.action(description="Check health", permissions=["change"])
     def check_health(self, request, queryset: QuerySet[ProviderConfig]) -> None:
         actor = request.user.get_username()
         for config in queryset.select_related("project"):

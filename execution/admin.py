@@ -77,7 +77,12 @@ class RunAdmin(admin.ModelAdmin):
         """An active run whose provider state is not confirmed (spec §3)."""
         return run.status in ACTIVE_STATUSES and run.sync_status != SyncStatus.IN_SYNC
 
-    @admin.action(description="Reconcile now", permissions=["view"])
+    def has_reconcile_permission(self, request) -> bool:
+        """Reconciling writes to runs (status, events), so it needs the change
+        permission, although runs have no change form (hence not ``change``)."""
+        return request.user.has_perm("execution.change_run")
+
+    @admin.action(description="Reconcile now", permissions=["reconcile"])
     def reconcile_now(self, request, queryset: QuerySet[Run]) -> None:
         actor = request.user.get_username()
         done, failed = 0, []

@@ -129,11 +129,17 @@ class Run(models.Model):
             models.Index(fields=["status", "next_reconcile_at"], name="run_due"),
         ]
         constraints = [
+            # A run is retried at most once: concurrent retries create one run.
+            models.UniqueConstraint(
+                fields=["retry_of"],
+                condition=models.Q(retry_of__isnull=False),
+                name="unique_retry_of",
+            ),
             models.UniqueConstraint(
                 fields=["project", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
                 name="unique_run_idempotency_key",
-            )
+            ),
         ]
 
     def __str__(self) -> str:

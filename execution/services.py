@@ -234,7 +234,12 @@ def record_run(
             if status == RunStatus.QUEUED and dispatch:
                 enqueue_dispatch(run.pk)
     except IntegrityError:
-        # Two requests raced on one idempotency key: the other one won.
+        # Two requests raced on one idempotency key, or on retrying one run
+        # (unique_retry_of): the other one won and its run is the answer.
+        if retry_of is not None:
+            existing = Run.objects.filter(retry_of=retry_of).first()
+            if existing is not None:
+                return existing, False
         if request.idempotency_key:
             return Run.objects.get(project=project, idempotency_key=request.idempotency_key), False
         raise
@@ -362,11 +367,25 @@ def cancel_external_run(run_id: int) -> str:
 
 
 def retry(run: Run, user) -> Run:
+    """Retry ``run`` (see ``retry_once``) and return the retry."""
+    return retry_once(run, user)[0]
+
+
+def retry_once(run: Run, user) -> tuple[Run, bool]:
+    """Retry ``run`` as a new run linked by ``retry_of``: ``(new_run, True)``.
+
+    A run is retried at most once (constraint ``unique_retry_of``): retrying
+    it again, even concurrently, returns ``(its_retry, False)`` and records
+    nothing. To try once more, retry the retry.
+    """
+    existing = Run.objects.filter(retry_of=run).first()
+    if existing is not None:
+        return existing, False
     if run.status not in RETRYABLE_STATUSES:
         raise ActionNotAllowed(
             f"Only a failed or canceled run can be retried (it is {run.status})."
         )
-    new_run, _ = create_run(
+    new_run, created = create_run(
         run.project,
         user,
         RunRequest(
@@ -382,6 +401,8 @@ def retry(run: Run, user) -> Run:
         # A follow-up is retried on the same agent, never as a fresh one.
         follow_up_of=run.follow_up_of,
     )
+    if not created:
+        return new_run, False
     audit(
         run.pk,
         "retried",
@@ -389,4 +410,4 @@ def retry(run: Run, user) -> Run:
         actor=actor_name(user),
         newRunId=new_run.pk,
     )
-    return new_run
+    return new_run, True

@@ -45,7 +45,7 @@ from ccdash.api.permissions import (
     member_project_ids,
     require_role,
 )
-from ccdash.api.schema import ERROR_RESPONSES
+from ccdash.api.schema import ERROR_RESPONSES, ErrorSerializer
 from ccdash.roles import Action
 from execution import follow_ups, policy_gate, reconciler, services
 from execution.api import stream as live
@@ -206,6 +206,11 @@ class RunViewSet(viewsets.GenericViewSet):
                 RunSerializer, description="The run an earlier request with this key created."
             ),
             **_errors(400, 401, 403, 404),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="idempotencyKey already used in this project for another "
+                "command (idempotency_key_reused).",
+            ),
         },
         summary="Create a run",
     )
@@ -393,6 +398,9 @@ class RunViewSet(viewsets.GenericViewSet):
         request=None,
         responses={
             201: OpenApiResponse(RunSerializer, description="The new run."),
+            200: OpenApiResponse(
+                RunSerializer, description="The run was retried before: its existing retry."
+            ),
             **_errors(401, 403, 404, 409),
         },
         parameters=[RUN_ID],
@@ -401,11 +409,13 @@ class RunViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
         """Operator role. Answers 201 with the *new* run (``retryOfRunId`` =
-        this run); any other status than failed/canceled answers 409."""
+        this run); a run already retried answers 200 with that retry (a run is
+        retried once; retry the retry to go again); any other status than
+        failed/canceled answers 409."""
         run = self.run_for(Action.RETRY)
         with service_conflicts():
-            new_run = services.retry(run, request.user)
-        return self.answer(new_run, status.HTTP_201_CREATED)
+            new_run, created = services.retry_once(run, request.user)
+        return self.answer(new_run, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
         request=MessageSerializer,

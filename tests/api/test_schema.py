@@ -99,3 +99,21 @@ def test_docs_load_no_asset_from_the_internet():
     for asset in assets:
         assert asset.startswith("/static/"), asset
         assert finders.find(asset.removeprefix("/static/")), f"{asset} is not installed"
+
+
+def test_schema_documents_what_the_security_fixes_answer():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    paths = schema["paths"]
+
+    create = paths["/api/execution/runs"]["post"]["responses"]
+    assert "idempotency_key_reused" in create["409"]["description"]
+    assert {"200", "201"} <= set(paths["/api/execution/runs/{id}/retry"]["post"]["responses"])
+    assert "403" in paths["/api/projects/"]["post"]["responses"]
+    assert "429" in paths["/api/auth/token/"]["post"]["responses"]
+    assert "/api/auth/logout/" in paths
+    token = schema["components"]["schemas"]["Token"]["properties"]
+    assert set(token) == {"token", "expiry"}
+    fields = schema["components"]["schemas"]["ErrorDetail"]["properties"]["fields"]
+    shapes = fields["additionalProperties"]["oneOf"]
+    assert {"type": "array", "items": {"type": "string"}} in shapes
+    assert "allowSelfApproval" in schema["components"]["schemas"]["Project"]["properties"]
