@@ -6,6 +6,7 @@ to the local provider and executed by ``execution.local_runtime`` inline
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -236,3 +237,32 @@ def test_a_sandboxed_run_says_so_in_its_events(local_run):
     assert stdout_of(run) == "hi\n"
     event = RunEvent.objects.get(run=run, event_type="sandbox")
     assert event.payload == {"sandbox": "bwrap", "network": False}
+
+
+# ------------------------------------------------------------------ make run
+
+
+def test_the_demo_runs_unsandboxed_without_bwrap_and_says_so(settings, monkeypatch):
+    from execution.management.commands.serve_demo import choose_demo_sandbox, sandbox_line
+
+    monkeypatch.setenv("EXECUTION_SANDBOX", "")  # unset, and restored after the test
+    settings.EXECUTION_SANDBOX = "bwrap"
+    settings.EXECUTION_BWRAP = "/nonexistent/bwrap"
+
+    choice = choose_demo_sandbox()
+
+    assert choice.mode == "none"
+    assert os.environ["EXECUTION_SANDBOX"] == "none"  # for the worker it starts
+    line = sandbox_line(choice, demo_chose=True)
+    assert "UNSANDBOXED" in line and "apt-get install bubblewrap" in line
+
+
+def test_the_demo_never_overrides_an_explicit_bwrap(settings, monkeypatch):
+    from execution.management.commands.serve_demo import choose_demo_sandbox
+
+    monkeypatch.setenv("EXECUTION_SANDBOX", "bwrap")
+    settings.EXECUTION_SANDBOX = "bwrap"
+    settings.EXECUTION_BWRAP = "/nonexistent/bwrap"
+
+    assert choose_demo_sandbox().mode == "unavailable"
+    assert os.environ["EXECUTION_SANDBOX"] == "bwrap"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandboxing import require_bwrap
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
 
@@ -48,6 +50,8 @@ def manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.C
 
 
 def test_check_deploy_is_clean_under_the_documented_production_env(tmp_path):
+    # Production sandboxes local runs: without bubblewrap the check warns (execution.W002).
+    require_bwrap()
     env = documented_production_env()
     assert env["DEBUG"] == "false"
     # The scratch SQLite file stands in for the documented PostgreSQL server

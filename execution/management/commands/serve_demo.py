@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand
 
 from connectors.simulators import simulator_classes
 from execution.demo import ensure_demo
+from execution.sandbox_config import SandboxChoice, current_sandbox
 
 
 def allow_simulator_hosts(host: str = "127.0.0.1") -> None:
@@ -33,6 +34,32 @@ def allow_simulator_hosts(host: str = "127.0.0.1") -> None:
     os.environ["CONNECTORS_ALLOWED_HOSTS"] = ",".join(hosts)
 
 
+def choose_demo_sandbox() -> SandboxChoice:
+    """Local runs in bubblewrap when it is installed. Without it, and only when
+    ``EXECUTION_SANDBOX`` is unset, the demo runs them unsandboxed (the banner
+    says so) rather than failing every local run of a first try; here and in
+    every process started below."""
+    choice = current_sandbox()
+    if choice.mode == "unavailable" and not os.environ.get("EXECUTION_SANDBOX"):
+        settings.EXECUTION_SANDBOX = "none"
+        os.environ["EXECUTION_SANDBOX"] = "none"
+        choice = current_sandbox()
+    return choice
+
+
+def sandbox_line(choice: SandboxChoice, *, demo_chose: bool) -> str:
+    if choice.mode == "bwrap":
+        return "local runs in a bubblewrap sandbox (network only when approved)"
+    if choice.mode == "none" and demo_chose:
+        return (
+            "NONE: bubblewrap was not found, so local runs are UNSANDBOXED "
+            "(apt-get install bubblewrap, then restart)"
+        )
+    if choice.mode == "none":
+        return "NONE (EXECUTION_SANDBOX=none): local runs are UNSANDBOXED"
+    return f"unavailable, local runs will fail: {choice.message}"
+
+
 class Command(BaseCommand):
     help = "Run web, worker, reconciler and provider simulators for a local demo."
 
@@ -43,6 +70,8 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, **options):
         call_command("migrate", interactive=False, verbosity=0)
         allow_simulator_hosts()
+        explicit = bool(os.environ.get("EXECUTION_SANDBOX"))
+        sandbox = choose_demo_sandbox()
         info = ensure_demo()
         python, manage = sys.executable, os.path.abspath(sys.argv[0])
         children = {
@@ -70,8 +99,11 @@ class Command(BaseCommand):
                 f"\n  admin      {base}/admin/   login: {info.username} / {info.password}"
                 f"\n  API docs   {base}/api/docs/"
                 f"\n  metrics    {base}/metrics"
-                f"\n  providers  local, {', '.join(info.providers)} (simulated on 127.0.0.1)\n"
+                f"\n  providers  local, {', '.join(info.providers)} (simulated on 127.0.0.1)"
             )
+            line = sandbox_line(sandbox, demo_chose=not explicit)
+            style = self.style.SUCCESS if sandbox.mode == "bwrap" else self.style.WARNING
+            self.stdout.write(f"  sandbox    {style(line)}\n")
             while not stopping:
                 for name, process in processes.items():
                     if process.poll() is not None:
