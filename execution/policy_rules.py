@@ -58,6 +58,7 @@ from execution.policy_tables import (
     NETWORK_HIGH_RISK,
     PACKAGE_MANAGERS,
     PRIVILEGE_COMMANDS,
+    PYTEST_INI_PATH_KEYS,
     PYTHON_INLINE_MODULES,
     PYTHON_TOOL_MODULES,
     SAFE_COMMANDS,
@@ -581,6 +582,19 @@ def _check_package_manager(name: str, args: list[str], ctx: Context) -> list[Fin
     return [unknown(name, f"subcommand {sub!r} is not in any known class")]
 
 
+def _check_pytest(name: str, args: list[str], ctx: Context) -> list[Finding]:
+    """pytest runs the workspace's tests; ``-o cache_dir=/x`` moves its cache elsewhere."""
+    findings = [allow(f"{name} runs the workspace's tests")]
+    spec = ARGUMENT_RULES[name]
+    overrides = {"-o", "--override-ini"}
+    for use in scan_options(args, overrides, valued=spec.valued - overrides):
+        key, _, path = use.value.partition("=")
+        if key.strip() in PYTEST_INI_PATH_KEYS and path and outside([path], ctx):
+            message = f"{name} {use.option} {use.value} writes outside the workspace"
+            findings.append(deny("high", PATH_OUTSIDE_WORKSPACE, message))
+    return findings
+
+
 def _check_interpreter(name: str, args: list[str], ctx: Context) -> list[Finding]:
     """node, perl, ruby, php: a script of the workspace is allowed, inline code is not."""
     option = inline_code_option(name, args)
@@ -645,6 +659,8 @@ COMMAND_RULES: Mapping[str, Rule] = MappingProxyType(
         "rsync": _check_rsync,
         "systemctl": _check_systemctl,
         "make": _check_make,
+        "pytest": _check_pytest,
+        "py.test": _check_pytest,
         "git": _check_git,
         "npm": _check_package_manager,
         "yarn": _check_package_manager,

@@ -227,6 +227,8 @@ _C_COMPILER = _spec(
     writes="-o -MF -dumpdir", executes="-wrapper -fplugin -B -specs", clusters=False,
     response_files=True,
 )  # fmt: skip
+# ``pytest -o key=value`` overrides an ini option; these keys name directories.
+PYTEST_INI_PATH_KEYS: frozenset[str] = frozenset({"cache_dir"})
 _PYTEST = _spec(
     writes="--basetemp --junitxml --junit-xml --rootdir --result-log --resultlog",
     runs_file="-c --config-file --confcutdir", valued="-k -m -p -o --override-ini",
@@ -251,7 +253,11 @@ ARGUMENT_RULES: Mapping[str, OptionSpec] = MappingProxyType(
         "java": _spec(clusters=False, response_files=True),
         "pytest": _PYTEST,
         "py.test": _PYTEST,
-        "ruff": _spec(writes="-o --output-file --cache-dir"),
+        # Formatters and fixers rewrite their operands in place.
+        "ruff": _spec(writes="-o --output-file --cache-dir", runs_file="--config",
+                      valued="--select --ignore --extend-select --target-version "
+                             "--line-length --exclude --extend-exclude --stdin-filename",
+                      written_operands=()),
         "mypy": _spec(writes="--cache-dir --junit-xml --html-report --xml-report --txt-report "
                              "--linecount-report --linecoverage-report --lineprecision-report "
                              "--cobertura-xml-report --any-exprs-report --xslt-html-report "
@@ -265,8 +271,14 @@ ARGUMENT_RULES: Mapping[str, OptionSpec] = MappingProxyType(
         "isort": _spec(valued="-l --line-length --settings-path --sp -p --project",
                        written_operands=()),
         "eslint": _spec(writes="-o --output-file --cache-location",
-                        runs_file="-c --config --rulesdir"),
-        "prettier": _spec(writes="--cache-location"),
+                        runs_file="-c --config --rulesdir",
+                        valued="-f --format --ext --ignore-path --parser --plugin "
+                               "--rule --max-warnings --resolve-plugins-relative-to",
+                        written_operands=()),
+        "prettier": _spec(writes="--cache-location", runs_file="--config --plugin",
+                          valued="--ignore-path --parser --log-level --stdin-filepath "
+                                 "--config-precedence --print-width --tab-width",
+                          written_operands=()),
         "jest": _spec(writes="--outputFile --coverageDirectory --cacheDirectory"),
         "vitest": _spec(writes="--outputFile"),
         "tsc": _spec(writes="--outDir --outFile --out --declarationDir --tsBuildInfoFile "
