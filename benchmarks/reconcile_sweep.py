@@ -210,6 +210,7 @@ class Seeded:
     run_id: str
     provider_url: str
     provider_state: dict[str, Any]
+    log_cursor: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_runs(sims: Simulators, total: int) -> tuple[list[Seeded], float]:
@@ -235,7 +236,7 @@ def seed_runs(sims: Simulators, total: int) -> tuple[list[Seeded], float]:
         # Caught up with the whole transcript the session will have (initial
         # message + MESSAGE_LIMIT updates), so polls bring no new output.
         cursor = {"seen": MESSAGE_LIMIT + 1, "lastEventId": f"{run_id}-m{MESSAGE_LIMIT}"}
-        per_provider["devin"].append(Seeded("devin", run_id, url, {"logCursor": cursor}))
+        per_provider["devin"].append(Seeded("devin", run_id, url, {}, cursor))
     interleaved = [
         run
         for group in zip_longest(*(per_provider[p] for p in PROVIDERS))
@@ -319,6 +320,7 @@ def create_runs(project, seeded: list[Seeded]) -> None:
                 provider_url=s.provider_url,
                 provider_status_raw=RUNNING_RAW[s.provider_id],
                 provider_state=s.provider_state,
+                log_cursor=s.log_cursor,
                 dispatch_key=uuid.uuid4().hex,
                 sync_status="in_sync",
                 started_at=now,
@@ -339,14 +341,10 @@ def reset_runs(project, *, due: Iterable[str] = PROVIDERS) -> None:
     from connectors.models import ProviderCircuit
     from execution.models import Run
 
-    fetched = round(time.time(), 3)
-    runs = list(Run.objects.filter(project=project).only("pk", "provider_state"))
-    for run in runs:
-        run.provider_state = {**run.provider_state, "logsFetchedAt": fetched}
-    Run.objects.bulk_update(runs, ["provider_state"], batch_size=500)
     now = timezone.now()
     mine = Run.objects.filter(project=project)
     mine.update(
+        logs_fetched_at=now,
         status="running",
         sync_status="in_sync",
         last_sync_error="",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
@@ -39,6 +39,15 @@ INPUT_KINDS: tuple[InputKind, ...] = ("command", "prompt")
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What an adapter can do. The first four are shown in the API; the others
+    tell the reconciler which optional hooks to call (it never checks which
+    methods an adapter overrides).
+
+    ``supports_logs``: ``fetch_logs`` returns output. ``logs_with_status``:
+    the status read already carries the output, so the reconciler calls
+    ``poll_status_with_logs`` instead of ``poll_status`` + ``fetch_logs``.
+    """
+
     supports_streaming: bool = False
     supports_cancel: bool = False
     supports_artifacts: bool = False
@@ -49,6 +58,8 @@ class Capabilities:
     # ``poll_many`` reads many runs' status in few requests (a listing): the
     # reconciler hands it every due run of one adapter at once.
     supports_batch_poll: bool = False
+    supports_logs: bool = False
+    logs_with_status: bool = False
 
     def as_api(self) -> dict[str, bool]:
         return {
@@ -362,6 +373,14 @@ class ProviderAdapter(ABC):
             except ConnectorError as exc:
                 states[ref.run_id] = exc
         return states
+
+    def poll_status_with_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> RunState:
+        """``poll_status`` whose ``RunState.logs`` holds the output produced
+        since ``cursor`` (the cursor the reconciler keeps for the run, ``{}`` the
+        first time). Called instead of ``poll_status`` when the adapter declares
+        ``logs_with_status``."""
+        state = self.poll_status(ref)
+        return replace(state, logs=self.fetch_logs(ref, cursor))
 
     def cancel(self, ref: RunRef) -> CancelResult:
         """Ask the provider to stop the run. A run that already ended is not an

@@ -30,7 +30,7 @@ from prometheus_client.exposition import choose_encoder
 
 from connectors import budget
 from execution.models import ReconcileCounter, Run
-from execution.reconcile_claims import active_external, due
+from execution.reconcile.claims import active_external, due
 from execution.states import ACTIVE_STATUSES
 
 # (metric, provider id, kind) → amount; "" where a label does not apply.

@@ -91,7 +91,9 @@ class Run(models.Model):
     provider_url = models.CharField(max_length=1000, blank=True, default="")
     provider_status_raw = models.CharField(max_length=200, blank=True, default="")
     provider_state = models.JSONField(
-        default=dict, blank=True, help_text="Adapter-owned cursor (log offsets, ids)."
+        default=dict,
+        blank=True,
+        help_text="Adapter-owned data (its ids); the engine never reads it.",
     )
 
     # Reconciliation.
@@ -104,6 +106,10 @@ class Run(models.Model):
     last_sync_error = models.TextField(blank=True, default="")
     # When polling started failing; stale once this is older than the threshold.
     sync_failing_since = models.DateTimeField(null=True, blank=True)
+    # The reconciler's own log bookkeeping: the cursor the adapter handed back
+    # with the last stored output (passed back to it as an argument), and when.
+    log_cursor = models.JSONField(default=dict, blank=True)
+    logs_fetched_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=100, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 

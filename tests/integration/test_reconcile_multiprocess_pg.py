@@ -91,10 +91,9 @@ def held_runs(transactional_db, project, simulators) -> list[int]:
         services.write_credentials(project, provider_id, sim.demo_credentials(), user=None)
     agents = cursor_agents(simulators["cursor"])
     now = timezone.now()
-    fetched = time.time()
 
     def row(provider_id: str, run_id: str) -> Run:
-        state = {"logsFetchedAt": fetched}
+        state = {}
         if provider_id == "cursor":
             state["agentId"] = agents[run_id]
         return Run(
@@ -107,6 +106,7 @@ def held_runs(transactional_db, project, simulators) -> list[int]:
             provider_run_id=run_id,
             provider_status_raw=RAW_RUNNING[provider_id],
             provider_state=state,
+            logs_fetched_at=now,
             dispatch_key=f"{provider_id}-{run_id}"[:64],
             next_reconcile_at=now,
         )

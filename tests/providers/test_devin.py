@@ -212,8 +212,7 @@ def test_messages_arrive_across_many_polls_without_duplicates_or_gaps(adapter, d
         clock.skip(0.7)
         polls += 1
         # As the reconciler does: the poll's own messages, then sometimes fetch_logs.
-        stored = RunRef(7, ref.provider_run_id, provider_state={"logCursor": cursor})
-        state = adapter.poll_status(stored)
+        state = adapter.poll_status_with_logs(ref, cursor)
         status = state.status
         if state.logs is not None:
             collected += state.logs.entries

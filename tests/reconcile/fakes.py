@@ -101,11 +101,25 @@ class ScriptedAdapter(ProviderAdapter):
     label = "Scripted provider"
     kind = "external"
     input_kind = "command"
-    CAPABILITIES = Capabilities(supports_streaming=True, supports_cancel=True)
     state_table = STATE_TABLE
     backend: ScriptedBackend
 
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(
+            supports_streaming=True,
+            supports_cancel=True,
+            supports_logs=True,
+            logs_with_status=cls.backend.logs_with_poll,
+        )
+
     def poll_status(self, ref: RunRef) -> RunState:
+        return self._poll(ref, None)
+
+    def poll_status_with_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> RunState:
+        return self._poll(ref, cursor)
+
+    def _poll(self, ref: RunRef, cursor: Mapping[str, Any] | None) -> RunState:
         backend = self.backend
         backend.record("poll", ref.provider_run_id)
         if backend.on_poll is not None:
@@ -120,8 +134,8 @@ class ScriptedAdapter(ProviderAdapter):
         with backend.lock:
             raw = run.advance()
         logs = None
-        if backend.logs_with_poll:
-            offset = int((ref.provider_state.get("logCursor") or {}).get("offset", 0))
+        if cursor is not None:
+            offset = int(cursor.get("offset", 0))
             lines = run.logs[offset:]
             if lines:
                 logs = LogBatch(

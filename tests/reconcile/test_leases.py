@@ -11,8 +11,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from execution import reconcile_claims
 from execution.models import Run
+from execution.reconcile import claims as reconcile_claims
 from execution.reconciler import Reconciler, reconcile_sweep
 
 
@@ -125,7 +125,7 @@ def test_a_stop_request_finishes_the_poll_in_flight_and_releases_the_rest(fake, 
 
 @pytest.mark.django_db
 def test_a_sweep_that_fails_midway_gives_its_claims_back(fake, make_run, monkeypatch):
-    from execution import reconcile_apply
+    from execution.reconcile import apply as reconcile_apply
 
     fake.add("p-1", "working")
     run = make_run("p-1")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from connectors.errors import TransientError
 from connectors.models import ProviderConfig, ProviderCredential
@@ -37,7 +38,8 @@ def test_logs_are_stored_once_across_many_polls(fake, make_run, settings):
 
     assert output_lines(run) == ["one", "two", "three", "four"]
     run.refresh_from_db()
-    assert run.provider_state["logCursor"] == {"offset": 4}
+    assert run.log_cursor == {"offset": 4}
+    assert run.provider_state == {}  # the adapter's own data, untouched by the engine
 
 
 def test_logs_come_with_every_status_change_and_a_final_fetch(fake, make_run):
@@ -65,7 +67,7 @@ def test_logs_come_with_every_status_change_and_a_final_fetch(fake, make_run):
 
 def test_unchanged_runs_fetch_logs_no_more_often_than_the_interval(fake, make_run):
     fake.add("p-1", "working", logs=["a"])
-    run = make_run("p-1", provider_state={"logsFetchedAt": time.time() - 11})
+    run = make_run("p-1", logs_fetched_at=timezone.now() - timedelta(seconds=11))
 
     reconcile_sweep()
     make_due(run)
@@ -73,7 +75,7 @@ def test_unchanged_runs_fetch_logs_no_more_often_than_the_interval(fake, make_ru
 
     assert len(fake.fetches()) == 1
     run.refresh_from_db()
-    assert run.provider_state["logsFetchedAt"] == pytest.approx(time.time(), abs=5)
+    assert abs((timezone.now() - run.logs_fetched_at).total_seconds()) < 5
 
 
 def test_a_failed_log_fetch_does_not_fail_the_status_update(fake, make_run):

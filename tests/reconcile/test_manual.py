@@ -98,6 +98,43 @@ def test_manage_py_reconcile_prints_one_progress_line_per_sweep(fake, make_run):
     assert " duration=" in line and " lag=" in line
 
 
+def test_manage_py_reconcile_once_reconciles_every_due_run_not_just_one_batch(
+    fake, make_run, settings
+):
+    settings.EXECUTION = {**settings.EXECUTION, "RECONCILE_BATCH_SIZE": 3}
+    for n in range(8):  # almost three batches
+        fake.add(f"p-{n}", "done")
+        make_run(f"p-{n}")
+    fake.add("later", "done")
+    make_run("later", due_in=300)
+    out = io.StringIO()
+
+    call_command("reconcile", stdout=out)
+
+    assert Run.objects.filter(status="succeeded").count() == 8
+    assert Run.objects.get(provider_run_id="later").status == "running"
+    assert sorted(c.provider_run_id for c in fake.polls()) == sorted(f"p-{n}" for n in range(8))
+    assert "claimed=8 polled=8 changed=8" in out.getvalue()
+
+
+def test_manage_py_reconcile_once_does_not_poll_twice_the_runs_it_rescheduled(
+    fake, make_run, settings
+):
+    settings.EXECUTION = {
+        **settings.EXECUTION,
+        "RECONCILE_BATCH_SIZE": 2,
+        "RECONCILE_INTERVAL_S": 0.0,  # a run it stores is due again at once
+    }
+    for n in range(5):
+        fake.add(f"p-{n}", "working")
+        make_run(f"p-{n}")
+
+    call_command("reconcile", stdout=io.StringIO())
+
+    assert len(fake.polls()) == 5
+    assert Run.objects.exclude(lease_owner="").count() == 0
+
+
 def test_manage_py_reconcile_loop_stops_on_sigterm_and_releases_its_claims(
     fake, make_run, settings
 ):

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from execution.models import Run
-from execution.reconcile_claims import LeasedWrite, write_leased
+from execution.reconcile.claims import LeasedWrite, write_leased
 
 pytestmark = pytest.mark.django_db
 

@@ -131,7 +131,7 @@ class FakeAdapter(ProviderAdapter):
     label = "Fake provider"
     kind = "external"
     input_kind = "command"
-    CAPABILITIES = Capabilities(supports_cancel=True, supports_streaming=True)
+    CAPABILITIES = Capabilities(supports_cancel=True, supports_streaming=True, supports_logs=True)
     default_base_url = "https://fake-provider.invalid"
     # Reserved names (RFC 2606/6761): the "public" hosts of a provider that is not real.
     default_hosts = ("fake-provider.invalid", "fake.example.test", "a.test")

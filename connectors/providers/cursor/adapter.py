@@ -92,6 +92,7 @@ class CursorAdapter(HttpAdapter):
         supports_cancel=True,
         supports_artifacts=True,
         supports_follow_up=True,
+        supports_logs=True,
     )
     default_base_url = "https://api.cursor.com"
     default_hosts = ("api.cursor.com",)

@@ -34,6 +34,7 @@ it never merges two runs into one session).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from connectors.base import (
@@ -86,8 +87,11 @@ class DevinAdapter(HttpAdapter):
     input_kind = "prompt"
     # No artifact API in v1: the pull request link arrives as a provider log line.
     # Follow-ups: a message to the session (an answer while it is blocked, or
-    # new work once it finished).
-    CAPABILITIES = Capabilities(supports_cancel=True, supports_follow_up=True)
+    # new work once it finished). The session read carries its messages
+    # (logs_with_status).
+    CAPABILITIES = Capabilities(
+        supports_cancel=True, supports_follow_up=True, supports_logs=True, logs_with_status=True
+    )
     default_base_url = "https://api.devin.ai"
     default_hosts = ("api.devin.ai",)
     config_fields = (
@@ -182,19 +186,23 @@ class DevinAdapter(HttpAdapter):
     # --- status and output ----------------------------------------------------------
 
     def poll_status(self, ref: RunRef) -> RunState:
-        """Map ``status_enum`` (None when unknown) and hand back the messages
-        new since the stored log cursor, so polling alone delivers the output."""
+        """Map ``status_enum`` (None when unknown)."""
+        return self._state(self._session(ref.provider_run_id))
+
+    def poll_status_with_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> RunState:
+        """The session read carries its messages: the status and the messages
+        new since ``cursor`` from one GET (``logs_with_status``). The output
+        is always handed back, even when nothing is new: it tells the
+        reconciler this poll already read it (no second GET)."""
         session = self._session(ref.provider_run_id)
+        return replace(self._state(session), logs=_new_output(session, cursor))
+
+    def _state(self, session: Mapping[str, Any]) -> RunState:
         raw = _native_status(session)
-        # The reconciler keeps the log cursor in provider_state["logCursor"].
-        cursor = ref.provider_state.get("logCursor") or {}
-        # Always hand the output back, even when nothing is new: it tells the
-        # reconciler this poll already read the output (no second GET).
         return RunState(
             provider_status_raw=raw,
             status=self.map_status(raw),
             provider_url=str(session.get("url") or ""),
-            logs=_new_output(session, cursor),
         )
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:

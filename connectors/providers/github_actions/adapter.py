@@ -72,7 +72,7 @@ class GitHubActionsAdapter(HttpAdapter):
     timeout = TIMEOUT
     label = "GitHub Actions"
     input_kind = "command"
-    CAPABILITIES = Capabilities(supports_cancel=True, supports_batch_poll=True)
+    CAPABILITIES = Capabilities(supports_cancel=True, supports_batch_poll=True, supports_logs=True)
     default_base_url = API
     default_hosts = ("api.github.com",)
     config_fields = (

@@ -1,6 +1,6 @@
 """``manage.py reconcile``: reconcile runs from the command line.
 
-    manage.py reconcile                      one sweep over every due run
+    manage.py reconcile                      every run due when it starts, then exit
     manage.py reconcile --provider cursor    only that provider's runs
     manage.py reconcile --run 42             poll run 42 now (manual refresh)
     manage.py reconcile --loop               sweep until SIGTERM/SIGINT
@@ -25,8 +25,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
 from execution.models import Run
-from execution.reconcile_claims import release_all
-from execution.reconciler import BACKLOG_BATCHES, Reconciler, SweepReport, reconcile_run
+from execution.reconcile.claims import release_all
+from execution.reconciler import (
+    BACKLOG_BATCHES,
+    Reconciler,
+    SweepReport,
+    reconcile_all_due,
+    reconcile_run,
+)
 
 DEFAULT_LOOP_INTERVAL_S = 1.0
 
@@ -46,7 +52,7 @@ class Command(BaseCommand):
             default=DEFAULT_LOOP_INTERVAL_S,
             help="Seconds between sweeps with --loop when nothing is waiting (default 1).",
         )
-        parser.add_argument("--batch", type=int, help="Runs claimed per sweep.")
+        parser.add_argument("--batch", type=int, help="Runs claimed per batch.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["run"] is not None:
@@ -57,8 +63,9 @@ class Command(BaseCommand):
         stop = threading.Event()
         reconciler = Reconciler(batch_size=options["batch"])
         if not options["loop"]:
+            # However many batches it takes (not just the first one).
             with reconciler:
-                self._line(reconciler.sweep(provider_id=options["provider"], stop_event=stop))
+                self._line(reconcile_all_due(reconciler, provider_id=options["provider"]))
             return
         previous = self._install_signal_handlers(stop)
         try:

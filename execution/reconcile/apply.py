@@ -3,7 +3,7 @@
 ``ResultWriter.write`` plans each result (``_plan``: the fields of one
 compare-and-swap UPDATE that also clears the lease, the events to append, the
 transition if the provider reports a new status) and stores the plans:
-unchanged runs in a few batched UPDATEs (``reconcile_claims.write_leased``),
+unchanged runs in a few batched UPDATEs (``claims.write_leased``),
 the others one by one through ``transition()``. Here live the rules for what
 an answer means: in sync, unknown status, an error (``error`` sync status,
 retried every ``RECONCILE_ERROR_INTERVAL_S``), a transient failure (backoff,
@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -35,8 +35,9 @@ from execution import metrics
 from execution.backoff import reconcile_backoff
 from execution.events import NewEvent, append_events
 from execution.models import Run, Stream
-from execution.reconcile_claims import LeasedWrite, release, write_leased
-from execution.reconcile_lanes import PollResult, Target, error_message
+from execution.reconcile.claims import LeasedWrite, release, write_leased
+from execution.reconcile.poll import error_message
+from execution.reconcile.types import LOGGER_NAME, PollResult, SweepReport, Target
 from execution.states import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -47,11 +48,7 @@ from execution.states import (
 )
 from execution.transitions import InvalidTransition, transition
 
-if TYPE_CHECKING:
-    from execution.reconcile_sweep import SweepReport
-
-# The reconciler's one logger, whichever of its modules logs.
-logger = logging.getLogger("execution.reconciler")
+logger = logging.getLogger(LOGGER_NAME)
 
 MAX_ERROR_CHARS = 2000
 _LEASE_CLEARED = {"lease_owner": "", "lease_expires_at": None}
@@ -254,12 +251,10 @@ class ResultWriter:
             )
         if result.log_cursor is None and result.logs_fetched_at is None:
             return
-        state = dict(run.provider_state)
         if result.log_cursor is not None:
-            state["logCursor"] = result.log_cursor
+            plan.fields["log_cursor"] = result.log_cursor
         if result.logs_fetched_at is not None:
-            state["logsFetchedAt"] = round(result.logs_fetched_at, 3)
-        plan.fields["provider_state"] = state
+            plan.fields["logs_fetched_at"] = result.logs_fetched_at
         # Log lines first: they were produced before the status change they explain.
         plan.events[:0] = [
             NewEvent(

@@ -1,0 +1,137 @@
+"""Asking providers (pool threads): the poll of due runs and dispatch retries.
+
+``poll_group`` is the poll step: it takes a group of due runs of one provider
+endpoint and returns one ``PollResult`` per run. Today every run is asked on
+its own (``poll_one``); an adapter that can answer for many runs in one
+request plugs in here, and the sweep hands it groups (``Lane.group_size``).
+
+Nothing here raises or touches the database (a dispatch retry goes through
+the dispatch pipeline, which does). What the engine keeps between polls (the
+log cursor, when logs were last fetched) comes from the run's engine fields
+and is handed to the adapter as an argument; the adapter's own
+``provider_state`` is passed through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from connectors.base import TERMINAL, Capabilities, RunState
+from connectors.errors import ConfigurationError, ConnectorError
+from execution import dispatch
+from execution.models import Run
+from execution.reconcile.claims import release
+from execution.reconcile.types import LOGGER_NAME, DispatchDone, DispatchRetry, PollResult, Target
+from execution.states import TRANSITIONS
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def poll_group(targets: Sequence[Target]) -> list[PollResult]:
+    """Poll ``targets`` (due runs of one endpoint); one result per target, in
+    order. Never raises."""
+    return [poll_one(target) for target in targets]
+
+
+def poll_one(target: Target) -> PollResult:
+    """Ask the provider for one run's status, and its logs when due (see
+    ``logs_wanted``). A cancel the provider has not accepted yet is sent
+    first. Never raises."""
+    result = PollResult(target)
+    adapter = target.adapter
+    assert adapter is not None
+    ref = target.ref
+    caps = adapter.capabilities()
+    if target.send_cancel:
+        _send_cancel(target, result)
+    cursor = dict(target.run.log_cursor or {})
+    try:
+        if caps.logs_with_status:
+            state = adapter.poll_status_with_logs(ref, cursor)
+        else:
+            state = adapter.poll_status(ref)
+    except Exception as exc:  # ConnectorError, or an adapter bug: both stay on this run
+        if not isinstance(exc, ConnectorError | ConfigurationError):
+            logger.exception("poll of run %s raised", target.run.pk)
+        result.error = exc
+        return result
+    result.state = state
+    if state.logs is not None:
+        # The status read brought the output: that was this poll's log fetch.
+        # Nothing new means nothing to store (and no second request).
+        result.entries.extend(state.logs.entries)
+        if state.logs.entries or dict(state.logs.cursor) != cursor:
+            result.log_cursor = dict(state.logs.cursor)
+            result.logs_fetched_at = timezone.now()
+        result.state = replace(state, logs=None)
+    elif _fetches_logs(caps, target) and logs_wanted(target, state):
+        try:
+            batch = adapter.fetch_logs(ref, cursor)
+        except Exception as exc:  # the status update must not depend on the logs
+            if not isinstance(exc, ConnectorError):
+                logger.exception("fetch_logs of run %s raised", target.run.pk)
+            result.log_error = exc
+        else:
+            result.entries.extend(batch.entries)
+            result.log_cursor = dict(batch.cursor)
+            result.logs_fetched_at = timezone.now()
+    return result
+
+
+def _fetches_logs(caps: Capabilities, target: Target) -> bool:
+    return target.fetch_logs and caps.supports_logs
+
+
+def logs_wanted(target: Target, state: RunState) -> bool:
+    """On every status change, at the end (final fetch), else every
+    ``log_interval_s``."""
+    run = target.run
+    if state.status in TRANSITIONS.get(run.status, frozenset()) or state.status in TERMINAL:
+        return True
+    last = run.logs_fetched_at or run.last_reconciled_at
+    if last is None:
+        return True
+    return (timezone.now() - last).total_seconds() >= target.log_interval_s
+
+
+def _send_cancel(target: Target, result: PollResult) -> None:
+    adapter = target.adapter
+    assert adapter is not None
+    try:
+        result.cancel = adapter.cancel(target.ref)
+    except Exception as exc:
+        if not isinstance(exc, ConnectorError | ConfigurationError):
+            logger.exception("cancel of run %s raised", target.run.pk)
+        result.cancel_error = exc
+
+
+def error_message(error: BaseException) -> str:
+    """A poll error as text for the run (not yet redacted)."""
+    if isinstance(error, ConnectorError | ConfigurationError):
+        return error.message
+    return f"internal error while polling ({type(error).__name__}): {error}"[:500]
+
+
+def run_dispatch_retry(item: DispatchRetry) -> DispatchDone:
+    """Send a queued run again through the dispatch pipeline, then give its
+    lease back. Never raises."""
+    try:
+        # Should dispatch die halfway, the run comes back later, not next sweep.
+        Run.objects.filter(pk=item.run_id, lease_owner=item.worker_id).update(
+            next_reconcile_at=timezone.now() + timedelta(seconds=dispatch.DISPATCH_RETRY_S)
+        )
+        outcome = dispatch.dispatch_run(item.run_id)
+    except Exception:
+        logger.exception("dispatch retry of run %s failed", item.run_id)
+        outcome = "error"
+    finally:
+        release(item.worker_id, [item.run_id])
+        if item.own_thread:
+            connections.close_all()  # this pool thread's own connections
+    return DispatchDone(item, outcome)
