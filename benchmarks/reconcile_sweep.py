@@ -609,7 +609,7 @@ def database_url_shown() -> str:
 
 def code_version() -> str:
     """The commit, and whether the reconciler's files differ from it."""
-    paths = ["execution/reconciler.py", "execution/reconcile_claims.py", "connectors/"]
+    paths = ["execution/reconcile/", "execution/reconciler.py", "connectors/"]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True

@@ -41,7 +41,7 @@ def test_same_values_are_one_update_and_clear_the_lease(make_run, django_assert_
 def test_values_that_differ_per_run_are_written_per_run(make_run):
     runs = leased(make_run, 3)
     writes = [
-        LeasedWrite(r.pk, "running", {"provider_state": {"logCursor": {"offset": i}}, **CLEAR})
+        LeasedWrite(r.pk, "running", {"log_cursor": {"offset": i}, **CLEAR})
         for i, r in enumerate(runs)
     ]
 
@@ -50,7 +50,7 @@ def test_values_that_differ_per_run_are_written_per_run(make_run):
 
     for i, run in enumerate(runs):
         run.refresh_from_db()
-        assert run.provider_state == {"logCursor": {"offset": i}}
+        assert run.log_cursor == {"offset": i}
 
 
 def test_a_run_whose_status_moved_is_not_written_and_its_lease_is_released(make_run):
