@@ -73,7 +73,8 @@ def test_dispatch_run_persists_the_session_id_and_url(project, devin_ready, devi
     assert run.provider_run_id.startswith("devin-")
     assert run.provider_url == f"{devin_sim.url}/sessions/{run.provider_run_id[6:]}"
     assert devin_sim.stats()["creations"] == 1
-    state = adapter.poll_status(RunRef(run.pk, run.provider_run_id, run.dispatch_key))
+    ref = RunRef(run.pk, run.provider_run_id, run.dispatch_key)
+    state = adapter.poll_status_with_logs(ref, {})
     first_message = state.logs.entries[0].text
     assert first_message == f"echo hi\n\n{prompt_marker(run.dispatch_key)}"
 
