@@ -104,4 +104,10 @@ def test_the_migrated_schedule_reconciles_a_simulated_run_to_succeeded_in_a_real
     run = Run.objects.get(pk=running_on_github.pk)
     assert (run.sync_status, run.provider_status_raw) == ("in_sync", "completed/success")
     assert run.lease_owner == ""
-    assert Task.objects.filter(func=SCHEDULED_TASK, success=True).exists()
+
+    # The cluster stores the task's result once the task has returned, which
+    # may be a moment after its sweep stored the run.
+    def task_stored() -> bool | None:
+        return Task.objects.filter(func=SCHEDULED_TASK, success=True).exists() or None
+
+    assert wait_for(task_stored, timeout=30, interval=0.5)
