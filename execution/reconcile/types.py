@@ -118,9 +118,17 @@ class Target:
 
     @property
     def ref(self) -> RunRef:
-        """What the adapter sees: its own ids and state, never the engine's."""
+        """What the adapter sees: the run's ids, its own state and the facts a
+        listing filters on, never the engine's bookkeeping."""
         run = self.run
-        return RunRef(run.pk, run.provider_run_id, run.dispatch_key, dict(run.provider_state))
+        return RunRef(
+            run.pk,
+            run.provider_run_id,
+            run.dispatch_key,
+            dict(run.provider_state),
+            created_at=run.created_at.timestamp() if run.created_at else None,
+            provider_status_raw=run.provider_status_raw,
+        )
 
     @property
     def run_id(self) -> int:

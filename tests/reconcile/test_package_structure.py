@@ -138,7 +138,14 @@ ENGINE_KEYS = ("logCursor", "logsFetchedAt")
 
 def test_an_adapter_is_handed_nothing_of_the_engines_state():
     handed = {f.name for f in dataclasses.fields(RunRef)}
-    assert handed == {"run_id", "provider_run_id", "dispatch_key", "provider_state"}
+    assert handed == {
+        "run_id",
+        "provider_run_id",
+        "dispatch_key",
+        "provider_state",
+        "created_at",
+        "provider_status_raw",
+    }
     assert set(ENGINE_FIELDS) <= {f.name for f in Run._meta.get_fields()}
 
 
