@@ -137,7 +137,13 @@ def test_in_loop_mode_a_sweep_does_not_wait_for_a_hanging_provider(fake, other, 
         "RECONCILE_STUCK_AFTER_S": 0.1,
     }
     release = threading.Event()
-    other.on_poll = lambda _id: release.wait(10)
+    answered = threading.Semaphore(0)
+
+    def hang(_id):
+        release.wait(10)
+        answered.release()
+
+    other.on_poll = hang
     for n in range(5):
         other.add(f"slow-{n}", "done")
         make_run(f"slow-{n}", provider_id="other")
@@ -158,6 +164,8 @@ def test_in_loop_mode_a_sweep_does_not_wait_for_a_hanging_provider(fake, other, 
         assert hanging.count() == 2
 
         release.set()
+        # Both hanging calls have their answer (however loaded the machine is).
+        assert answered.acquire(timeout=5) and answered.acquire(timeout=5)
         time.sleep(0.05)
         second = reconciler.sweep(wait_for_stuck=False)
 
