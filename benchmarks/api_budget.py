@@ -187,11 +187,6 @@ def new_run_row(
 ):
     from execution.models import Run
 
-    state: dict[str, Any] = {}
-    if fetched:
-        state["logsFetchedAt"] = fetched
-    if cursor:
-        state["logCursor"] = cursor
     return Run(
         project=project,
         command="benchmark: a followed run",
@@ -202,7 +197,8 @@ def new_run_row(
         provider_run_id=sim_run.id,
         provider_url=f"{sim_run.owner}/{sim_run.repo}/actions/runs/{sim_run.id}",
         provider_status_raw=raw,
-        provider_state=state,
+        log_cursor=dict(cursor or {}),
+        logs_fetched_at=datetime.fromtimestamp(fetched, tz=UTC) if fetched else None,
         dispatch_key=uuid.uuid4().hex,
         sync_status="in_sync",
         next_reconcile_at=due_at,
