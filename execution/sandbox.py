@@ -242,34 +242,39 @@ class SandboxProcesses:
     def signal_command(self, sig: signal.Signals) -> int:
         """Send ``sig`` to every process inside except bwrap's init (which has no
         handler for it and would ignore it); how many were signalled."""
-        return self._send(sig, include_init=False)
-
-    def kill_all(self) -> int:
-        """SIGKILL every process inside, init included: the namespace ends."""
-        return self._send(signal.SIGKILL, include_init=True)
-
-    def any_alive(self) -> bool:
-        """Whether a process of the sandbox still runs. Reaps the sandbox's init
-        when it was left to us: bwrap exits without waiting for it, and the
-        worker, a child subreaper, adopts it."""
-        alive = False
-        for pid in self._members():
-            if _state(pid) != "Z":
-                alive = True
-            elif pid == self.init and _parent_pid(pid) == os.getpid():
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-        return alive
-
-    def _send(self, sig: signal.Signals, *, include_init: bool) -> int:
         sent = 0
         for pid in self._members():
-            if pid == self.init and not include_init:
+            if pid == self.init:
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
                 sent += 1
         return sent
+
+    def kill_all(self) -> None:
+        """SIGKILL the sandbox's init: the kernel then kills every process left in
+        its PID namespace, and the namespace ends."""
+        if self._init_state() not in (None, "Z"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.init, signal.SIGKILL)
+
+    def any_alive(self) -> bool:
+        """Whether the sandbox still runs, i.e. its init does (an init exits only
+        after every other process of its namespace is gone). Reaps the init when
+        it was left to us: bwrap exits without waiting for it, and the worker, a
+        child subreaper, adopts it."""
+        state = self._init_state()
+        if state == "Z" and _parent_pid(self.init) == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.init, os.WNOHANG)
+        return state not in (None, "Z")
+
+    def _init_state(self) -> str | None:
+        """The init's process state, ``None`` once it is gone (its pid checked
+        against the namespace, so a recycled pid is not taken for it)."""
+        if self.init is None or _pid_namespace(self.init) != self.namespace:
+            return None
+        return _state(self.init)
 
     def _members(self) -> list[int]:
         if self.namespace is None:
