@@ -13,6 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from connectors.links import web_url
+from execution.api.fast import FastRepresentationMixin
 from execution.models import PolicyVerdict, RiskLevel, Run, RunEvent, RunKind, Stream
 from execution.states import ACTIVE_STATUSES, RunStatus, SyncStatus
 
@@ -41,7 +42,7 @@ class PromptField(serializers.CharField):
         ]
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(FastRepresentationMixin, serializers.ModelSerializer):
     """One run: the canonical record, whatever the provider. Read-only.
 
     Absent provider values are empty strings (``providerRunId: ""`` before

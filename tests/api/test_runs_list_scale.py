@@ -115,3 +115,22 @@ def test_awaiting_my_approval_covers_only_projects_where_i_approve(
     make_run(project, status="awaiting_approval", command="here")
     page = approver_client.get(f"{RUNS_URL}?awaitingMyApproval=true").json()
     assert [run["command"] for run in page["results"]] == ["here"]
+
+
+def test_a_large_total_is_counted_once_then_reused_briefly(
+    project, operator_client, monkeypatch, django_assert_num_queries
+):
+    from django.core.cache import cache
+
+    from execution.api import pagination
+
+    monkeypatch.setattr(pagination, "EXACT_COUNT_LIMIT", 3)
+    cache.clear()
+    seed(project, None, 6)
+    url = f"{RUNS_URL}?projectId={project.pk}&limit=2"
+    with django_assert_num_queries(3):  # capped count, full count, page
+        assert operator_client.get(url).json()["count"] == 6
+    with django_assert_num_queries(2):  # capped count, page: the total is reused
+        assert operator_client.get(url).json()["count"] == 6
+    # below the cap the count is always exact
+    assert operator_client.get(f"{url}&status=queued").json()["count"] == 2
