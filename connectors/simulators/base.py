@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import logging
 import math
@@ -220,6 +221,17 @@ class SimRun:
 
 
 # ------------------------------------------------------------------ HTTP plumbing
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Simulated {html.escape(title)}</title>"
+        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;"
+        "padding:0 1rem}@media (prefers-color-scheme:dark){body{background:#0d1117;"
+        "color:#e6edf3}}</style></head><body>" + body + "</body></html>"
+    )
 
 
 class SimError(Exception):
@@ -617,6 +629,44 @@ class SimulatorServer(ABC):
         run.sync(self.now())
         return run
 
+    def human_page(self, path: str) -> Response:
+        """The simulator's web page for the run a link points at: the last
+        path segment is the run's id (or its agent's, or the id without its
+        prefix). Unknown runs get a 404 page; nothing here needs a token."""
+        name = type(self).__name__.removesuffix("Simulator")
+        segment = path.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            found = next(
+                (
+                    run
+                    for run in self.iter_runs()
+                    if segment
+                    and (
+                        str(run.id) == segment
+                        or str(run.id).endswith("-" + segment)
+                        or getattr(run, "agent_id", None) == segment
+                    )
+                ),
+                None,
+            )
+            snapshot = found.snapshot() if found is not None else None
+        if snapshot is None:
+            body = f"<h1>Simulated {html.escape(name)}</h1><p>No run at {html.escape(path)}.</p>"
+            return Response.text(404, _page(name, body), "text/html; charset=utf-8")
+        history = "".join(
+            f"<li>{html.escape(entry['at'])}: {html.escape(entry['state'])}</li>"
+            for entry in snapshot["history"]
+        )
+        body = (
+            f"<h1>Simulated {html.escape(name)} run {html.escape(str(snapshot['id']))}</h1>"
+            f"<p>State: <strong>{html.escape(snapshot['state'])}</strong></p>"
+            f"<h2>History</h2><ul>{history}</ul>"
+            "<p>This page stands in for the provider's own web page in the CCDash demo. "
+            "Control endpoints: <code>/_sim/faults</code>, "
+            "<code>/_sim/runs/{id}/advance</code>.</p>"
+        )
+        return Response.text(200, _page(name, body), "text/html; charset=utf-8")
+
     def iter_runs(self) -> Iterator[SimRun]:
         """Live (not vanished) runs, synced to now. Lock held."""
         now = self.now()
@@ -813,6 +863,15 @@ class SimulatorServer(ABC):
         request.params = matched[1] if matched else {}
         if route is not None and not route.api:
             self._write(handler, self._call(route, request))
+            return
+        if (
+            route is None
+            and request.method == "GET"
+            and "text/html" in (request.header("Accept") or "")
+        ):
+            # A browser following a run's web link (providerUrl): a page for
+            # people, never an API error.
+            self._write(handler, self.human_page(request.path))
             return
         record, plan = self._admit(request, route.kind if route else "unmatched")
         if plan.latency:

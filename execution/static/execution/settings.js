@@ -14,6 +14,9 @@
       if (input.dataset.kind === "boolean") settings[name] = input.checked;
       else if (input.value.trim() === "") return;  // empty: the adapter's default
       else if (input.dataset.kind === "integer") settings[name] = Number(input.value);
+      else if (input.dataset.kind === "object") {
+        try { settings[name] = JSON.parse(input.value); } catch (error) { settings[name] = input.value; }
+      }
       else settings[name] = input.value.trim();
     });
     return settings;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from django import template
@@ -33,6 +34,12 @@ def exact(value: datetime | None) -> str:
     if not value:
         return ""
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+@register.filter
+def as_json(value) -> str:
+    """A settings value as the JSON a person edits (objects, lists); empty for None."""
+    return "" if value is None else json.dumps(value)
 
 
 @register.filter
