@@ -81,7 +81,11 @@ def run_actions(run: Run, user, role: str | None, provider_cls) -> RunActions:
     return RunActions(
         approve=may_approve and not self_blocked,
         approve_note="You created this run: another approver approves it." if self_blocked else "",
-        cancel=role_allows(role, Action.CANCEL) and status in CANCELABLE_STATUSES,
+        # While canceling, a cancel is in flight: offered again only when the
+        # provider refused or has not confirmed it.
+        cancel=role_allows(role, Action.CANCEL)
+        and status in CANCELABLE_STATUSES
+        and status != RunStatus.CANCELING,
         cancel_again=role_allows(role, Action.CANCEL)
         and status == RunStatus.CANCELING
         and cancel_unconfirmed(run),

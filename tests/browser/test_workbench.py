@@ -193,6 +193,20 @@ def test_cancel_asks_for_confirmation(new_page, live_server, team, github_sim):
     assert all("Cancel run" in m for m in messages) and len(messages) == 2
 
 
+def test_a_refused_field_is_shown_beside_it(new_page, live_server, team):
+    _, users = team
+    page = new_page()
+    login(page, live_server, users["operator"].username)
+    page.fill("#command", "echo hi")
+    page.click("summary")
+    page.fill("#feature", "f" * 201)
+    page.click("#launch-button")
+    error = page.locator(".field-error[data-field=featureId]")
+    expect(error).not_to_be_empty()
+    expect(page.locator("#feature")).to_have_attribute("aria-invalid", "true")
+    assert "{" not in page.locator("#launch-error").inner_text()  # no raw JSON
+
+
 def test_the_provider_choice_survives_a_reload_and_shows_capabilities_and_health(
     new_page, live_server, team, cursor_sim
 ):

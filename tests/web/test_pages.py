@@ -220,3 +220,15 @@ def test_settings_panel_is_read_only_below_admin(project, operator):
 
 def test_settings_of_another_project_is_404(other_project, operator):
     assert browser_for(operator).get(f"/projects/{other_project.pk}/settings").status_code == 404
+
+
+def test_cancel_stays_offered_while_the_provider_has_not_confirmed_it(project, operator):
+    from execution.events import audit
+
+    run = RunFactory(project=project, status="canceling", provider_id="github_actions")
+    client = browser_for(operator)
+    assert 'data-action="cancel"' not in client.get(f"/runs/{run.pk}").content.decode()
+    audit(run.pk, "cancel_failed", "GitHub Actions refused the cancel: HTTP 401")
+    page = client.get(f"/runs/{run.pk}").content.decode()
+    assert 'data-action="cancel"' in page
+    assert "has not confirmed the cancel" in page
