@@ -223,12 +223,9 @@ def store_follow_up(run: Run, parent: Run, adapter: ProviderAdapter, result: Dis
     """Record the provider's new unit of work on the follow-up run. When it
     continues the parent's provider run (a Devin session), the log cursor
     continues too, so the earlier transcript is not stored twice."""
-    state = dict(result.provider_state)
-    if result.provider_run_id == parent.provider_run_id and "logCursor" in parent.provider_state:
-        state.setdefault("logCursor", parent.provider_state["logCursor"])
-    result = DispatchResult(
-        result.provider_run_id, result.provider_url, result.provider_status_raw, state
-    )
+    if result.provider_run_id == parent.provider_run_id:
+        parent.refresh_from_db(fields=["log_cursor"])
+        Run.objects.filter(pk=run.pk).update(log_cursor=dict(parent.log_cursor or {}))
     _store_result(run, adapter, result, recovered=False)
 
 

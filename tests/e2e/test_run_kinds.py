@@ -487,6 +487,10 @@ def test_a_follow_up_on_a_finished_devin_session_messages_the_same_session(
     assert sim.stats()["creations"] == 1  # no second session
     assert sweep(new.pk).status == "running"
     assert stored(first["id"]).status == "succeeded"
+    # The follow-up's log continues the session's transcript, without repeating it.
+    texts = [e.text for e in RunEvent.objects.filter(run_id=new.pk, event_type="output")]
+    assert "Now bump the version" in texts
+    assert not any("Fix the build" in text for text in texts)
 
 
 def test_a_follow_up_on_an_ended_devin_session_is_a_409_with_the_reason(
