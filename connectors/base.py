@@ -205,10 +205,14 @@ class RunState:
 @dataclass(frozen=True)
 class CancelResult:
     """``confirmed``: the provider says the run is already over (no need to wait
-    for a poll); ``provider_status_raw`` what it said, when it said it."""
+    for a poll); ``provider_status_raw`` what it said, when it said it.
+    ``accepted``: the provider took the cancel (False when it answered that
+    the run had already ended on its own: its status is then its own outcome,
+    not the cancel's)."""
 
     confirmed: bool = False
     provider_status_raw: str = ""
+    accepted: bool = True
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from connectors import circuit
+from connectors import health as provider_health
 from connectors.base import DispatchResult, ProviderAdapter, RunRef, RunSpec
 from connectors.configs import build_adapter, get_config, project_redactor
 from connectors.errors import (
@@ -40,7 +41,7 @@ from connectors.errors import (
     TransientError,
     UnknownProvider,
 )
-from connectors.models import HealthStatus, ProviderConfig
+from connectors.models import ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID, adapter_class
 from execution import policy_gate
 from execution.events import audit
@@ -97,7 +98,14 @@ def availability(
     """The provider's config for the run's project and, when the run cannot
     go there, ``(reason_code, message)``: disabled, not rolled out to this
     run (unless ``rollout`` is False: a follow-up stays with its agent),
-    failing its health check (with its message), or circuit open."""
+    failing its health check (with its message), or circuit open.
+
+    Health and the circuit are breakers, not flags: a provider held back by a
+    failed check or by outages gets one run again as a half-open probe once
+    ``CIRCUIT_RESET_S`` has passed (``connectors.health``,
+    ``connectors.circuit``; when this answers no problem for such a provider,
+    the caller's run is that probe), so a recovered provider is used again
+    without anyone acting."""
     if provider_id == LOCAL_PROVIDER_ID:
         return None, None
     config = get_config(run.project_id, provider_id)
@@ -107,11 +115,21 @@ def availability(
         problem = ("provider_disabled", f"{label} is not enabled for this project.")
     elif rollout and not _in_rollout(run, config):
         problem = ("provider_not_rolled_out", f"{label} is not rolled out to this run.")
-    elif config.health_status == HealthStatus.FAILING:
-        detail = f": {config.health_message}" if config.health_message else "."
-        problem = ("provider_unhealthy", f"{label} is failing its health check{detail}")
-    elif circuit.is_open(provider_id, build_adapter(provider_id, config).base_url):
-        problem = ("provider_circuit_open", f"{label} is failing repeatedly; circuit open.")
+    elif (health := provider_health.admit(config)).state is circuit.State.OPEN:
+        detail = f": {config.health_message}" if config.health_message else ""
+        problem = (
+            "provider_unhealthy",
+            f"{label} is failing its health check{detail} "
+            f"(tried again in {health.retry_after or 0:.0f}s).",
+        )
+    elif (
+        breaker := circuit.admit(provider_id, build_adapter(provider_id, config).base_url)
+    ).state is circuit.State.OPEN:
+        problem = (
+            "provider_circuit_open",
+            f"{label} is failing repeatedly; circuit open "
+            f"(tried again in {breaker.retry_after or 0:.0f}s).",
+        )
     return config, problem
 
 
@@ -332,7 +350,11 @@ def _send(run: Run, adapter: ProviderAdapter) -> str:
             _mark_config_failing(run, adapter, message)
         transition(run, RunStatus.FAILED, reason=reason, message=message)
         return "failed"
-    circuit.record_success(adapter.provider_id, adapter.base_url)
+    circuit.record(adapter.provider_id, adapter.base_url, None)
+    if adapter.kind == "external":
+        provider_health.mark_healthy(
+            run.project_id, adapter.provider_id, f"{adapter.label} accepted a run."
+        )
     _store_result(run, adapter, result, recovered)
     return "recovered" if recovered else "dispatched"
 
@@ -378,7 +400,8 @@ def _store_result(run: Run, adapter: ProviderAdapter, result: DispatchResult, re
 def _dispatch_failed_transiently(
     run: Run, adapter: ProviderAdapter, message: str, exc: TransientError
 ) -> str:
-    circuit.record_failure(adapter.provider_id, adapter.base_url, message)
+    # Rate limits do not count as outages (connectors.circuit.counts_as_outage).
+    circuit.record(adapter.provider_id, adapter.base_url, exc, message)
     run.refresh_from_db(fields=["dispatch_attempts"])
     if run.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS:
         transition(
@@ -392,6 +415,8 @@ def _dispatch_failed_transiently(
         return "failed"
     delay = max(DISPATCH_RETRY_S, exc.retry_after or 0.0)
     Run.objects.filter(pk=run.pk).update(
+        # The provider could not be reached: never "in sync" beside an error.
+        sync_status=SyncStatus.STALE,
         last_sync_error=message,
         next_reconcile_at=timezone.now() + timedelta(seconds=delay),
     )
@@ -405,8 +430,4 @@ def _dispatch_failed_transiently(
 
 
 def _mark_config_failing(run: Run, adapter: ProviderAdapter, message: str) -> None:
-    ProviderConfig.objects.filter(
-        project_id=run.project_id, provider_id=adapter.provider_id
-    ).update(
-        health_status=HealthStatus.FAILING, health_checked_at=timezone.now(), health_message=message
-    )
+    provider_health.mark_failing(run.project_id, adapter.provider_id, message)

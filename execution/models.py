@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from execution.states import RunStatus, SyncStatus
+from execution.states import CancelState, RunStatus, SyncStatus
 
 
 class Stream(models.TextChoices):
@@ -106,6 +106,14 @@ class Run(models.Model):
     last_sync_error = models.TextField(blank=True, default="")
     # When polling started failing; stale once this is older than the threshold.
     sync_failing_since = models.DateTimeField(null=True, blank=True)
+    # Cancel of an external run (execution.cancels): where it stands with the
+    # provider, how often it was refused, the last refusal, the next retry.
+    cancel_state = models.CharField(
+        max_length=16, choices=CancelState.choices, blank=True, default=CancelState.NONE
+    )
+    cancel_attempts = models.PositiveIntegerField(default=0)
+    cancel_error = models.TextField(blank=True, default="")
+    cancel_next_at = models.DateTimeField(null=True, blank=True)
     # The reconciler's own log bookkeeping: the cursor the adapter handed back
     # with the last stored output (passed back to it as an argument), and when.
     log_cursor = models.JSONField(default=dict, blank=True)
@@ -150,6 +158,11 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.provider_id}, {self.status})"
+
+    @property
+    def cancel_unconfirmed(self) -> bool:
+        """A cancel was asked for and the provider has not accepted it yet."""
+        return self.status == RunStatus.CANCELING and self.cancel_state == CancelState.PENDING
 
     @property
     def text(self) -> str:

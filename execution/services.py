@@ -19,16 +19,17 @@ from django_q.tasks import async_task
 from ccdash.models import Project
 from connectors.base import RunRef
 from connectors.configs import build_adapter, get_config, project_redactor
-from connectors.errors import ConnectorError
+from connectors.errors import ConfigurationError, ConnectorError
 from connectors.registry import adapter_class
 from connectors.services import effective_default_provider_id
-from execution import policy_gate
+from execution import cancels, policy_gate
 from execution.dispatch import enqueue_dispatch
 from execution.events import NewEvent, append_events, audit
 from execution.models import Run, RunKind, Stream
 from execution.states import (
     CANCELABLE_STATUSES,
     RETRYABLE_STATUSES,
+    CancelState,
     RunStatus,
     outcome_of_cancel,
 )
@@ -313,7 +314,9 @@ def reject(run: Run, user, comment: str = "") -> Run:
 
 def cancel(run: Run, user) -> Run:
     """Cancel: immediate when nothing runs yet, else ``canceling`` until the
-    worker or provider confirms."""
+    worker or provider confirms. For an external run the cancel is sent to the
+    provider until it accepts (``execution.cancels``); asking again while it
+    is ``canceling`` sends it again at once."""
     if run.status not in CANCELABLE_STATUSES:
         raise ActionNotAllowed(f"A {run.status} run cannot be canceled.")
     actor = actor_name(user)
@@ -322,24 +325,38 @@ def cancel(run: Run, user) -> Run:
         or (run.status == RunStatus.QUEUED and not run.provider_run_id)
         or (run.status == RunStatus.QUEUED and run.provider_id == "local")
     )
+    external = run.provider_id != "local"
     if run.status == RunStatus.CANCELING:
-        return run  # already asked; asking again changes nothing
+        if not external:
+            return run  # the local worker stops it; asking again changes nothing
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk, status=RunStatus.CANCELING).update(
+                **cancels.requested_fields(timezone.now())
+            )
+            audit(run.pk, "cancel_requested", f"Cancel requested again by {actor}", actor=actor)
+            _send_cancel_after_commit(run.pk)
+        run.refresh_from_db()
+        return run
     target = RunStatus.CANCELED if not_started else RunStatus.CANCELING
+    fields = cancels.requested_fields(timezone.now()) if external and not not_started else {}
     with transaction.atomic():
-        if not transition(run, target, actor=actor, reason="canceled_by_user"):
+        if not transition(run, target, actor=actor, reason="canceled_by_user", **fields):
             raise ActionNotAllowed("The run changed meanwhile; reload it.")
         audit(run.pk, "cancel_requested", f"Cancel requested by {actor}", actor=actor)
-        if target == RunStatus.CANCELING and run.provider_id != "local":
-            transaction.on_commit(
-                lambda: async_task(
-                    CANCEL_TASK, run.pk, task_name=f"cancel-{run.pk}", group="cancel"
-                )
-            )
+        if target == RunStatus.CANCELING and external:
+            _send_cancel_after_commit(run.pk)
     return run
 
 
+def _send_cancel_after_commit(run_id: int) -> None:
+    transaction.on_commit(
+        lambda: async_task(CANCEL_TASK, run_id, task_name=f"cancel-{run_id}", group="cancel")
+    )
+
+
 def cancel_external_run(run_id: int) -> str:
-    """Task body: ask the provider to stop a ``canceling`` run."""
+    """Task body: ask the provider to stop a ``canceling`` run. A refusal is
+    recorded and left to the reconciler, which sends it again with backoff."""
     run = Run.objects.select_related("project").get(pk=run_id)
     if run.status != RunStatus.CANCELING or not run.provider_run_id:
         return "skipped"
@@ -347,21 +364,53 @@ def cancel_external_run(run_id: int) -> str:
     ref = RunRef(run.pk, run.provider_run_id, run.dispatch_key, run.provider_state)
     try:
         result = adapter.cancel(ref)
-    except ConnectorError as exc:
+    except (ConnectorError, ConfigurationError) as exc:
         message = project_redactor(run.project_id).scrub(exc.message)
+        record_cancel_refused(run, adapter.label, message, getattr(exc, "kind", "configuration"))
+        return "failed"
+    return record_cancel_answer(run, adapter, result)
+
+
+def record_cancel_refused(run: Run, label: str, message: str, kind: str) -> None:
+    """The provider did not take the cancel: keep it pending, retry later."""
+    fields = cancels.refused_fields(run, message, timezone.now())
+    with transaction.atomic():
+        if not Run.objects.filter(
+            pk=run.pk, status=RunStatus.CANCELING, cancel_state=CancelState.PENDING
+        ).update(**fields):
+            return
+        retry_s = (fields["cancel_next_at"] - timezone.now()).total_seconds()
         audit(
             run.pk,
             "cancel_failed",
-            f"{adapter.label} did not accept the cancel: {message}",
-            kind=exc.kind,
+            f"{label} did not accept the cancel: {message} "
+            f"(attempt {fields['cancel_attempts']}; sent again in {max(retry_s, 0):.0f}s)",
+            kind=kind,
+            attempt=fields["cancel_attempts"],
         )
-        return "failed"
-    if result.confirmed:
+
+
+def record_cancel_answer(run: Run, adapter, result) -> str:
+    """The provider answered the cancel (``CancelResult``): accepted, or the
+    run had already ended on its own. Returns what happened."""
+    if not result.accepted:
+        if not result.confirmed:
+            return "not_ended"  # neither taken nor over: the next poll tells
         raw = result.provider_status_raw or run.provider_status_raw
         target = outcome_of_cancel(adapter.map_status(raw) if raw else None)
-        transition(run, target, reason="cancel_confirmed", provider_status_raw=raw)
+        transition(run, target, reason="provider_status", provider_status_raw=raw)
         return target
-    # The reconciler confirms it; poll soon.
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk, status=RunStatus.CANCELING).update(
+            **cancels.accepted_fields()
+        )
+        audit(run.pk, "cancel_accepted", f"{adapter.label} accepted the cancel.")
+    run.cancel_state = CancelState.ACCEPTED
+    if result.confirmed:
+        raw = result.provider_status_raw or run.provider_status_raw
+        transition(run, RunStatus.CANCELED, reason="cancel_confirmed", provider_status_raw=raw)
+        return RunStatus.CANCELED
+    # The reconciler sees it end; poll soon.
     Run.objects.filter(pk=run.pk).update(next_reconcile_at=timezone.now())
     return "requested"
 

@@ -18,6 +18,17 @@ class RunStatus(models.TextChoices):
     BLOCKED = "blocked"
 
 
+class CancelState(models.TextChoices):
+    """Where a cancel stands with the provider. ``pending``: requested, the
+    provider has not accepted it yet (not sent yet, or refused: retried with
+    backoff). ``accepted``: the provider took it; the run ends ``canceled``
+    whatever terminal status the provider reports afterwards."""
+
+    NONE = ""
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+
+
 class SyncStatus(models.TextChoices):
     IN_SYNC = "in_sync"
     STALE = "stale"

@@ -15,7 +15,7 @@ from rest_framework import serializers
 from connectors.links import web_url
 from execution.api.fast import FastRepresentationMixin
 from execution.models import PolicyVerdict, RiskLevel, Run, RunEvent, RunKind, Stream
-from execution.states import ACTIVE_STATUSES, RunStatus, SyncStatus
+from execution.states import ACTIVE_STATUSES, CancelState, RunStatus, SyncStatus
 
 # Spec §5 caps one events page; the default keeps a poll cheap.
 EVENTS_DEFAULT_LIMIT = 200
@@ -93,6 +93,13 @@ class RunSerializer(FastRepresentationMixin, serializers.ModelSerializer):
     startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
     endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)
     degraded = serializers.SerializerMethodField()
+    cancelConfirmed = serializers.SerializerMethodField(
+        help_text="null: no cancel sent to a provider; false: requested, the provider has "
+        "not accepted it yet (it is sent again until it does); true: the provider accepted it."
+    )
+    cancelError = serializers.CharField(
+        source="cancel_error", help_text="Why the provider last refused the cancel."
+    )
 
     class Meta:
         model = Run
@@ -131,6 +138,8 @@ class RunSerializer(FastRepresentationMixin, serializers.ModelSerializer):
             "startedAt",
             "endedAt",
             "degraded",
+            "cancelConfirmed",
+            "cancelError",
         ]
         read_only_fields = fields
 
@@ -143,6 +152,12 @@ class RunSerializer(FastRepresentationMixin, serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_degraded(self, run: Run) -> bool:
         return run.status in ACTIVE_STATUSES and run.sync_status != SyncStatus.IN_SYNC
+
+    @extend_schema_field({"type": "boolean", "nullable": True})
+    def get_cancelConfirmed(self, run: Run) -> bool | None:
+        if run.cancel_state == CancelState.NONE:
+            return None
+        return run.cancel_state == CancelState.ACCEPTED
 
 
 class RunCreateSerializer(serializers.Serializer):

@@ -26,12 +26,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from connectors import health as provider_health
 from connectors.base import RunState
 from connectors.configs import project_redactor
 from connectors.errors import AuthError, TransientError
-from connectors.models import HealthStatus, ProviderConfig
 from connectors.redaction import Redactor
-from execution import metrics
+from execution import cancels, metrics
 from execution.backoff import reconcile_backoff
 from execution.events import NewEvent, append_events
 from execution.models import Run, Stream
@@ -44,13 +44,14 @@ from execution.states import (
     TRANSITIONS,
     RunStatus,
     SyncStatus,
-    outcome_of_cancel,
 )
 from execution.transitions import InvalidTransition, transition
 
 logger = logging.getLogger(LOGGER_NAME)
 
 MAX_ERROR_CHARS = 2000
+# Failed polls in a row after which a run is stale, however short the time.
+STALE_AFTER_FAILURES = 2
 _LEASE_CLEARED = {"lease_owner": "", "lease_expires_at": None}
 
 
@@ -70,6 +71,8 @@ class ResultWriter:
         self.stale_after_s = float(conf["STALE_AFTER_S"])
         self.redactors: dict[int, Redactor] = {}
         self.failing_configs: dict[tuple[int, str], str] = {}
+        self.answered_configs: set[tuple[int, str]] = set()
+        self.configs_cleared: set[tuple[int, str]] = set()
 
     def write(self, results: list[PollResult]) -> None:
         """Store ``results``: unchanged runs in batched compare-and-swap UPDATEs,
@@ -109,7 +112,7 @@ class ResultWriter:
                     moved = transition(
                         run,
                         plan.new_status,
-                        reason="provider_status",
+                        reason=plan.reason,
                         message=plan.message,
                         **plan.transition_fields,
                     )
@@ -128,6 +131,7 @@ class ResultWriter:
             self._count(provider_id, "skipped", result.skip_kind, plan)
             return plan
         self.report.polled += 1
+        self._plan_cancel(result, now, plan)
         if result.error is not None:
             return self._plan_error(result, now, plan)
         state = result.state
@@ -154,6 +158,7 @@ class ResultWriter:
                 next_reconcile_at=now + timedelta(seconds=self.interval_s),
             )
             self.counts[(metrics.POLLS, provider_id, SyncStatus.IN_SYNC)] += 1
+            self.answered_configs.add((run.project_id, provider_id))
             if state.provider_url and state.provider_url != run.provider_url:
                 plan.fields["provider_url"] = state.provider_url[:1000]
             if state.exit_code is not None and state.exit_code != run.exit_code:
@@ -164,12 +169,57 @@ class ResultWriter:
         self._plan_logs(result, redactor, plan)
         return plan
 
+    def _plan_cancel(self, result: PollResult, now: datetime, plan: _Plan) -> None:
+        """A cancel sent with this poll: accepted (the run will end canceled;
+        at once if the answer says it is over), or refused (sent again after
+        a backoff)."""
+        run = result.target.run
+        adapter = result.target.adapter
+        label = adapter.label if adapter is not None else run.provider_id
+        if result.cancel_error is not None:
+            message = self._redactor(run.project_id).scrub(error_message(result.cancel_error))
+            fields = cancels.refused_fields(run, message, now)
+            plan.fields.update(fields)
+            retry_s = (fields["cancel_next_at"] - now).total_seconds()
+            plan.events.append(
+                NewEvent(
+                    Stream.SYSTEM,
+                    "cancel_failed",
+                    text=f"{label} did not accept the cancel: {message} "
+                    f"(attempt {fields['cancel_attempts']}; sent again in {retry_s:.0f}s)",
+                    payload={
+                        "kind": getattr(result.cancel_error, "kind", "internal"),
+                        "attempt": fields["cancel_attempts"],
+                    },
+                )
+            )
+            self.report.cancels_sent += 1
+            return
+        answer = result.cancel
+        if answer is None:
+            return
+        self.report.cancels_sent += 1
+        if not answer.accepted:
+            return  # it had ended on its own: the poll's status says how
+        plan.fields.update(cancels.accepted_fields())
+        plan.cancel_accepted = True
+        plan.events.append(
+            NewEvent(Stream.SYSTEM, "cancel_accepted", text=f"{label} accepted the cancel.")
+        )
+        if answer.confirmed and RunStatus.CANCELED in TRANSITIONS.get(run.status, frozenset()):
+            plan.new_status = RunStatus.CANCELED
+            plan.message = f"{label} confirmed the cancel"
+            plan.reason = "cancel_confirmed"
+            plan.fields["next_reconcile_at"] = None
+
     def _plan_status(
         self, work: Target, state: RunState, raw: str, redactor: Redactor, plan: _Plan
     ) -> None:
         run, target = work.run, state.status
+        if plan.new_status:
+            return  # the cancel answer already decided
         if run.status == RunStatus.CANCELING and target in TERMINAL_STATUSES:
-            target = outcome_of_cancel(target)
+            target = cancels.final_status(run, target, accepted_now=plan.cancel_accepted)
         if target == run.status:
             return
         if target in TRANSITIONS.get(run.status, frozenset()):
@@ -228,14 +278,28 @@ class ResultWriter:
     def _transient(
         self, run: Run, now: datetime, message: str, retry_after: float | None
     ) -> dict[str, Any]:
+        """A poll that could not reach the provider (or was not sent: circuit
+        open, provider hanging). ``stale`` after ``STALE_AFTER_FAILURES``
+        failed polls in a row or ``STALE_AFTER_S``, whichever comes first.
+        Before that a run that was in sync stays ``in_sync`` and shows no
+        error: a sync error is never shown next to ``in_sync``."""
         attempts = run.reconcile_attempts + 1
         failing_since = run.sync_failing_since or now
-        stale = (now - failing_since).total_seconds() >= self.stale_after_s
+        stale = (
+            attempts >= STALE_AFTER_FAILURES
+            or (now - failing_since).total_seconds() >= self.stale_after_s
+        )
+        if stale:
+            sync_status, error = SyncStatus.STALE, message[:MAX_ERROR_CHARS]
+        elif run.sync_status == SyncStatus.IN_SYNC:
+            sync_status, error = SyncStatus.IN_SYNC, ""
+        else:  # already stale or error: it stays so, with the latest error
+            sync_status, error = run.sync_status, message[:MAX_ERROR_CHARS]
         return {
             "reconcile_attempts": attempts,
             "sync_failing_since": failing_since,
-            "sync_status": SyncStatus.STALE if stale else run.sync_status,
-            "last_sync_error": message[:MAX_ERROR_CHARS],
+            "sync_status": sync_status,
+            "last_sync_error": error,
             "next_reconcile_at": now + timedelta(seconds=reconcile_backoff(attempts, retry_after)),
         }
 
@@ -274,14 +338,17 @@ class ResultWriter:
             self.report.stale += 1
 
     def mark_configs_failing(self) -> None:
-        """A rejected credential is a provider health problem the admin shows."""
+        """Provider health as the polls found it: a rejected credential marks
+        the project's config failing, and a poll answered with a status marks
+        a failing config healthy again (once per sweep and config)."""
         for (project_id, provider_id), message in self.failing_configs.items():
-            ProviderConfig.objects.filter(project_id=project_id, provider_id=provider_id).update(
-                health_status=HealthStatus.FAILING,
-                health_checked_at=timezone.now(),
-                health_message=message[:1000],
-            )
+            provider_health.mark_failing(project_id, provider_id, message)
+            self.answered_configs.discard((project_id, provider_id))
+        for project_id, provider_id in self.answered_configs - self.configs_cleared:
+            provider_health.mark_healthy(project_id, provider_id, "Runs are polled again.")
+            self.configs_cleared.add((project_id, provider_id))
         self.failing_configs.clear()
+        self.answered_configs.clear()
 
     def _redactor(self, project_id: int) -> Redactor:
         if project_id not in self.redactors:
@@ -300,3 +367,5 @@ class _Plan:
     message: str = ""
     transition_fields: dict[str, Any] = field(default_factory=dict)
     events: list[NewEvent] = field(default_factory=list)
+    cancel_accepted: bool = False
+    reason: str = "provider_status"

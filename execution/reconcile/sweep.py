@@ -31,7 +31,7 @@ from connectors.configs import build_adapter
 from connectors.errors import ConfigurationError
 from connectors.models import ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID
-from execution import metrics
+from execution import cancels, metrics
 from execution.models import Run
 from execution.reconcile.apply import ResultWriter
 from execution.reconcile.breaker import Breaker, Verdict
@@ -180,7 +180,7 @@ class Sweep:
                 endpoint,
                 adapter.capabilities().supports_logs,
                 self.log_interval_s,
-                send_cancel=_cancel_to_send(run, now),
+                send_cancel=cancels.to_send(run, now),
             )
             self._lane(run.provider_id).queue.append(target)
         self.breaker.load(endpoints)
@@ -361,12 +361,6 @@ class Sweep:
         self.writer.write(results)
         self.held.difference_update(r.target.run.pk for r in results)
         self.writer.mark_configs_failing()
-
-
-def _cancel_to_send(run: Run, now: datetime) -> bool:
-    """A canceling run whose cancel the provider has not accepted yet."""
-    del now
-    return False
 
 
 class _AdapterCache:

@@ -60,6 +60,8 @@ RUN_FIELDS = {
     "kind",
     "prompt",
     "followUpOfRunId",
+    "cancelConfirmed",
+    "cancelError",
 }
 
 

@@ -36,6 +36,7 @@ def make_unavailable(project, why: str) -> None:
         config.enabled = False
     elif why == "provider_unhealthy":
         config.health_status = HealthStatus.FAILING
+        config.health_checked_at = timezone.now()
         config.health_message = "credential revoked"
     elif why == "provider_not_rolled_out":
         config.rollout_percent = 0

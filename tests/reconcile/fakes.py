@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import (
+    CancelResult,
     Capabilities,
     DispatchResult,
     HealthResult,
@@ -73,6 +74,10 @@ class ScriptedBackend:
         self.exit_code: int | None = None
         # Like Devin: every poll carries the output since the stored cursor.
         self.logs_with_poll = False
+        # A callable returning the exception the next cancel raises (None: accepted).
+        self.cancel_failure: Callable[[], ConnectorError] | None = None
+        # The native status a run reports once its cancel was accepted.
+        self.after_cancel = "stopped"
 
     def add(self, provider_run_id: str, *statuses: str, logs: list[str] | None = None) -> None:
         self.runs[provider_run_id] = ScriptedRun(list(statuses), list(logs or []))
@@ -93,6 +98,9 @@ class ScriptedBackend:
 
     def fetches(self) -> list[Call]:
         return [c for c in self.calls if c.operation == "logs"]
+
+    def cancels(self) -> list[Call]:
+        return [c for c in self.calls if c.operation == "cancel"]
 
 
 class ScriptedAdapter(ProviderAdapter):
@@ -163,6 +171,17 @@ class ScriptedAdapter(ProviderAdapter):
             entries=tuple(LogEntry("stdout", line) for line in lines),
             cursor={"offset": offset + len(lines)},
         )
+
+    def cancel(self, ref: RunRef) -> CancelResult:
+        """Accepted (the run then reports ``after_cancel``), or ``cancel_failure``."""
+        backend = self.backend
+        backend.record("cancel", ref.provider_run_id)
+        if backend.cancel_failure is not None:
+            raise backend.cancel_failure()
+        run = backend.runs[ref.provider_run_id]
+        with backend.lock:
+            run.statuses, run.step = [backend.after_cancel], 0
+        return CancelResult(confirmed=False)
 
     def dispatch(self, spec: RunSpec) -> DispatchResult:
         provider_run_id = f"sent-{spec.run_id}"

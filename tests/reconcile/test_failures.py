@@ -39,11 +39,43 @@ def test_a_transient_failure_keeps_the_run_and_its_sync_status_within_the_thresh
 
     run.refresh_from_db()
     assert run.status == "running"
-    assert run.sync_status == "in_sync"  # not stale yet: 60 s threshold
+    assert run.sync_status == "in_sync"  # not stale yet: one failed poll, 60 s threshold
+    assert run.last_sync_error == ""  # never an error shown beside in_sync
     assert run.reconcile_attempts == 1
     assert run.sync_failing_since is not None
-    assert run.last_sync_error == "GET /runs failed: HTTP 503"
     assert report.errors == {"transient": 1}
+
+
+def test_two_failed_polls_in_a_row_make_a_run_stale_before_the_threshold(fake, make_run):
+    fake.add("p-1", "working")
+    run = make_run("p-1")
+    down(fake)
+
+    reconcile_sweep()
+    make_due(run)
+    report = reconcile_sweep()
+
+    run.refresh_from_db()
+    assert run.sync_status == "stale"  # 2 failures, long before the 60 s threshold
+    assert run.last_sync_error == "GET /runs failed: HTTP 503"
+    assert report.stale == 1
+
+
+def test_a_sync_error_is_never_shown_next_to_in_sync(fake, make_run):
+    fake.add("p-1", "working")
+    run = make_run("p-1")
+    down(fake)
+
+    for _ in range(3):
+        reconcile_sweep()
+        run.refresh_from_db()
+        assert not (run.last_sync_error and run.sync_status == "in_sync")
+        make_due(run)
+    fake.failure = None
+    reconcile_sweep()
+
+    run.refresh_from_db()
+    assert (run.sync_status, run.last_sync_error) == ("in_sync", "")
 
 
 def test_provider_down_turns_runs_stale_backs_off_and_never_ends_them(fake, make_run, settings):

@@ -210,9 +210,10 @@ class FakeAdapter(ProviderAdapter):
         self._require_key()
         self._fail_if_scheduled("cancel")
         run = self._run(ref)
-        if run.status not in ("done", "error", "stopped"):  # an ended run stays as it ended
+        ended = run.status in ("done", "error", "stopped")  # an ended run stays as it ended
+        if not ended:
             run.status = "stopped"
-        return CancelResult(confirmed=True, provider_status_raw=run.status)
+        return CancelResult(confirmed=True, provider_status_raw=run.status, accepted=not ended)
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
         self._require_key()

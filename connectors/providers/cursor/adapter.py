@@ -211,7 +211,9 @@ class CursorAdapter(HttpAdapter):
         if response.status_code == 409:
             state = self.poll_status(ref)
             return CancelResult(
-                confirmed=state.status in TERMINAL, provider_status_raw=state.provider_status_raw
+                confirmed=state.status in TERMINAL,
+                provider_status_raw=state.provider_status_raw,
+                accepted=False,
             )
         self.check(response, "run cancel")
         raw = (

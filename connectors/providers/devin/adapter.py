@@ -222,7 +222,9 @@ class DevinAdapter(HttpAdapter):
         if response.ok:
             return CancelResult(confirmed=True, provider_status_raw=self._status_quietly(ref))
         raw = _native_status(self._session(ref.provider_run_id))
-        return CancelResult(confirmed=self.map_status(raw) in TERMINAL, provider_status_raw=raw)
+        return CancelResult(
+            confirmed=self.map_status(raw) in TERMINAL, provider_status_raw=raw, accepted=False
+        )
 
     # --- follow-ups ----------------------------------------------------------------------
 

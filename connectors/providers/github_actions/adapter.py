@@ -219,7 +219,7 @@ class GitHubActionsAdapter(HttpAdapter):
         response = self.send("POST", f"{self._run_path(ref)}/cancel")
         if response.status_code == 409:
             state = self.poll_status(ref)
-            return CancelResult(state.status in TERMINAL, state.provider_status_raw)
+            return CancelResult(state.status in TERMINAL, state.provider_status_raw, accepted=False)
         self.check(response, "cancel")
         return CancelResult(confirmed=False)
 
