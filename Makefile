@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean fuzz
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,10 +38,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# schemathesis over every API operation against a served app (own virtualenv, bounded time)
+fuzz: install
+	.ci/fuzz
+
 bench: install
 	$(BIN)/python -m benchmarks.reconcile_sweep
 	$(BIN)/python -m benchmarks.api_list
 	$(BIN)/python -m benchmarks.api_budget
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-fuzz var .pytest_cache .ruff_cache

@@ -430,3 +430,28 @@ def test_project_of_a_new_user_is_not_visible_to_others(db, tmp_path):
     ProjectFactory(workspace_root=str(tmp_path))
 
     assert client_for(UserFactory()).get(PROJECTS_URL).json() == []
+
+
+def test_the_admin_project_form_refuses_a_workspace_outside_the_root(db):
+    from django.test import Client
+
+    root = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+
+    response = client.post(
+        "/admin/ccdash/project/add/",
+        {
+            "name": "Rooted",
+            "workspace_root": "/",
+            "allow_fallback_to_local": "on",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "EXECUTION_WORKSPACES_ROOT" in response.content.decode() or (
+        "checkout" in response.content.decode()
+    )
+    assert not Project.objects.filter(name="Rooted").exists()
