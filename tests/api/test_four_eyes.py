@@ -98,3 +98,16 @@ def test_the_retrier_of_a_run_is_its_creator(project, approver_client, second_ap
     assert own.status_code == 403
     other = approver_client.post(f"{RUNS_URL}/{retried.json()['id']}/approve")
     assert other.status_code == 200
+
+
+def test_a_project_admin_turns_self_approval_on_with_patch(project, admin_client, approver_client):
+    run = created_by_api(approver_client, project)
+    assert approver_client.post(f"{RUNS_URL}/{run.pk}/approve").status_code == 403
+
+    patched = admin_client.patch(
+        f"/api/projects/{project.pk}/", {"allowSelfApproval": True}, format="json"
+    )
+
+    assert patched.status_code == 200
+    assert patched.json()["allowSelfApproval"] is True
+    assert approver_client.post(f"{RUNS_URL}/{run.pk}/approve").status_code == 200
