@@ -21,6 +21,7 @@ from connectors.services import update_config, write_credentials
 from execution.models import Run
 from execution.reconciler import reconcile_sweep
 from tests.factories import MembershipFactory, ProjectFactory, RunFactory, UserFactory
+from tests.sandboxing import require_bwrap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -394,3 +395,44 @@ def test_a_waiting_agent_run_takes_a_reply_and_a_finished_one_a_follow_up(
     expect(page).not_to_have_url(re.compile(rf"/runs/{cursor_id}$"))
     expect(page.locator(".chain")).to_contain_text(f"#{cursor_id}")
     assert Run.objects.filter(follow_up_of_id=cursor_id).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "bwrap", "badge", "warning"),
+    [
+        ("none", "/nonexistent/bwrap", "unsandboxed", None),
+        ("bwrap", "/nonexistent/bwrap", "no sandbox: runs fail", "apt-get install bubblewrap"),
+    ],
+)
+def test_the_launch_panel_says_when_local_runs_have_no_sandbox(
+    new_page, live_server, team, settings, mode, bwrap, badge, warning
+):
+    settings.EXECUTION_SANDBOX = mode
+    settings.EXECUTION_BWRAP = bwrap
+    _, users = team
+    page = new_page()
+    login(page, live_server, users["operator"].username)
+
+    page.select_option("#provider", "local")
+
+    expect(page.locator("#provider-info")).to_contain_text(badge)
+    if warning:
+        expect(page.locator("#provider-warning")).to_contain_text(warning)
+    else:
+        expect(page.locator("#provider-warning")).to_be_hidden()
+
+
+def test_the_launch_panel_shows_no_sandbox_badge_when_local_runs_are_sandboxed(
+    new_page, live_server, team, settings
+):
+    settings.EXECUTION_SANDBOX = "bwrap"
+    settings.EXECUTION_BWRAP = require_bwrap()
+    _, users = team
+    page = new_page()
+    login(page, live_server, users["operator"].username)
+
+    page.select_option("#provider", "local")
+
+    expect(page.locator("#provider-info")).to_contain_text("takes a command")
+    expect(page.locator("#provider-info")).not_to_contain_text("unsandboxed")
+    expect(page.locator("#provider-info")).not_to_contain_text("no sandbox")

@@ -42,7 +42,9 @@
     for (const [key, label] of Object.entries(CAPABILITIES)) {
       if (provider.capabilities && provider.capabilities[key]) badges.append(el("span", label, "badge cap"));
     }
-    if (provider.unsandboxed || provider.sandboxed === false) badges.append(el("span", "unsandboxed", "badge warn"));
+    // Local runs: in bubblewrap, unsandboxed by the operator's choice, or impossible.
+    if (provider.sandbox === "none") badges.append(el("span", "unsandboxed", "badge warn"));
+    if (provider.sandbox === "unavailable") badges.append(el("span", "no sandbox: runs fail", "badge h-failing"));
     badges.append(healthBadge(provider.health));
     info.append(badges);
     const health = provider.health || {};
@@ -66,6 +68,12 @@
   // input kind can take over, and local takes commands only.)
   function showWarning(provider) {
     const box = $("provider-warning");
+    if (provider.sandbox === "unavailable") {
+      box.textContent = `${provider.label}: bubblewrap, the sandbox of local runs, is missing, so a run would fail `
+        + "(sandbox_unavailable). Install it (apt-get install bubblewrap) or set EXECUTION_SANDBOX=none.";
+      box.hidden = false;
+      return;
+    }
     const problem = provider.kind === "local" ? ""
       : !provider.enabled ? "is not enabled"
       : !provider.configured ? "is not configured"
