@@ -232,3 +232,15 @@ def test_cancel_stays_offered_while_the_provider_has_not_confirmed_it(project, o
     page = client.get(f"/runs/{run.pk}").content.decode()
     assert 'data-action="cancel"' in page
     assert "has not confirmed the cancel" in page
+
+
+def test_settings_say_how_local_runs_are_isolated(project, admin_member, monkeypatch):
+    from execution import sandbox_config
+
+    page = browser_for(admin_member).get(f"/projects/{project.pk}/settings").content.decode()
+    expected = {
+        "bwrap": "Local runs run in a bubblewrap sandbox.",
+        "none": "Local runs are not sandboxed",
+        "unavailable": "bubblewrap is required but not installed",
+    }[sandbox_config.current_sandbox().mode]
+    assert expected in page
