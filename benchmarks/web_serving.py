@@ -63,6 +63,7 @@ def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccdash.settings")
     os.environ.setdefault("SECRET_KEY", "bench-web-secret-key-" + "x" * 40)
     os.environ.setdefault("FERNET_KEYS", "bench-web-fernet-key-" + "y" * 20)
+    os.environ.pop("DEBUG", None)  # production-like
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -152,7 +152,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 # Without collectstatic there is no STATIC_ROOT, and the finders serve instead.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at: ")
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Encrypted credentials --------------------------------------------------------

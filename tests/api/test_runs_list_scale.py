@@ -48,12 +48,13 @@ def test_list_query_count_does_not_grow_with_runs(
     query, project, operator, approver, approver_client, django_assert_num_queries
 ):
     seed(project, [operator, approver], 3)
-    # the count, and the page (its ids chosen on the index, its approver joined)
-    with django_assert_num_queries(2):
+    # the caller's projects, the count, and the page (its ids chosen on the
+    # index, its approver joined)
+    with django_assert_num_queries(3):
         small = approver_client.get(f"{RUNS_URL}?projectId={project.pk}&limit=50{query}")
     assert small.status_code == 200
     seed(project, [operator, approver], 60)
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         large = approver_client.get(f"{RUNS_URL}?projectId={project.pk}&limit=50{query}")
     assert large.status_code == 200
 
@@ -128,9 +129,9 @@ def test_a_large_total_is_counted_once_then_reused_briefly(
     cache.clear()
     seed(project, None, 6)
     url = f"{RUNS_URL}?projectId={project.pk}&limit=2"
-    with django_assert_num_queries(3):  # capped count, full count, page
+    with django_assert_num_queries(4):  # projects, capped count, full count, page
         assert operator_client.get(url).json()["count"] == 6
-    with django_assert_num_queries(2):  # capped count, page: the total is reused
+    with django_assert_num_queries(3):  # projects, capped count, page: total reused
         assert operator_client.get(url).json()["count"] == 6
     # below the cap the count is always exact
     assert operator_client.get(f"{url}&status=queued").json()["count"] == 2
