@@ -61,6 +61,9 @@ LIVE_FIELDS = {
     "startedAt": "started_at",
     "endedAt": "ended_at",
     "exitCode": "exit_code",
+    # A cancel the provider refused, then accepted, changes no status.
+    "cancelState": "cancel_state",
+    "cancelError": "cancel_error",
     "lastSequenceNo": "last_sequence_no",
 }
 

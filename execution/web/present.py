@@ -63,13 +63,9 @@ def supports_follow_up(provider_cls) -> bool:
 
 
 def cancel_unconfirmed(run: Run) -> bool:
-    """A cancel was asked for and the provider has not confirmed it."""
-    flag = getattr(run, "cancel_unconfirmed", None)
-    if flag is not None:
-        return bool(flag)
-    return (
-        run.status == RunStatus.CANCELING and run.events.filter(event_type="cancel_failed").exists()
-    )
+    """A cancel was asked for and the provider has not accepted it yet (the
+    reconciler keeps re-sending it; a person may send it again)."""
+    return bool(run.cancel_unconfirmed)
 
 
 def run_actions(run: Run, user, role: str | None, provider_cls) -> RunActions:

@@ -223,15 +223,22 @@ def test_settings_of_another_project_is_404(other_project, operator):
 
 
 def test_cancel_stays_offered_while_the_provider_has_not_confirmed_it(project, operator):
-    from execution.events import audit
+    from execution.models import CancelState
 
-    run = RunFactory(project=project, status="canceling", provider_id="github_actions")
+    run = RunFactory(
+        project=project,
+        status="canceling",
+        provider_id="github_actions",
+        cancel_state=CancelState.ACCEPTED,
+    )
     client = browser_for(operator)
     assert 'data-action="cancel"' not in client.get(f"/runs/{run.pk}").content.decode()
-    audit(run.pk, "cancel_failed", "GitHub Actions refused the cancel: HTTP 401")
+    run.cancel_state = CancelState.PENDING
+    run.cancel_error = "HTTP 401: Bad credentials"
+    run.save()
     page = client.get(f"/runs/{run.pk}").content.decode()
     assert 'data-action="cancel"' in page
-    assert "has not confirmed the cancel" in page
+    assert "has not confirmed the cancel yet: HTTP 401: Bad credentials" in page
 
 
 def test_settings_say_how_local_runs_are_isolated(project, admin_member, monkeypatch):
