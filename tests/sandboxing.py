@@ -33,8 +33,8 @@ def unique_seconds(whole: int = 300) -> str:
 
 
 def live_processes_with(argument: str) -> list[int]:
-    """Host pids of live processes whose argv holds exactly ``argument``
-    (bwrap's own command line, which holds the whole command, is not one)."""
+    """Host pids of live ``sleep <argument>`` processes. Only ``sleep`` itself:
+    not bwrap or ``setsid``, whose command lines hold the same words."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -44,7 +44,7 @@ def live_processes_with(argument: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if argument.encode() in argv and state != "Z":
+        if argv[:2] == [b"sleep", argument.encode()] and state != "Z":
             pids.append(int(entry.name))
     return pids
 

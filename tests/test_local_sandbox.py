@@ -171,7 +171,7 @@ def test_a_network_command_that_nobody_approved_has_no_network(project, listener
 
 SETSID_CHILD = (
     "import subprocess, time; "
-    "subprocess.Popen(['setsid', 'sleep', '{marker}']); "
+    "subprocess.Popen(['sleep', '{marker}'], start_new_session=True); "
     "print('started', flush=True); time.sleep(60)"
 )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from execution.runner import CHUNK_MAX_BYTES, OutputChunk, ProcessResult, run_process
 from execution.sandbox import BwrapSandbox
+from tests.integration.processes import ROOT, wait_for
 from tests.sandboxing import kill_processes_with, live_processes_with, require_bwrap, unique_seconds
 
 PATH_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -368,30 +371,38 @@ def test_empty_argv_is_a_programming_error(run):
 # ------------------------------------------------------------ setsid children
 
 
+# start_new_session=True is setsid() in the child before exec: once "started"
+# is printed, the sleep runs in a session (and process group) of its own.
 SETSID_CHILD = (
     "import subprocess, sys, time; "
-    "subprocess.Popen(['setsid', 'sleep', sys.argv[1]]); "
+    "subprocess.Popen(['sleep', sys.argv[1]], start_new_session=True); "
     "print('started', flush=True); time.sleep(60)"
 )
 
 
 def test_cancel_ends_a_setsid_child_of_the_sandboxed_command(sandboxed):
+    recorder = Recorder()
     marker = unique_seconds()
     try:
-        result = sandboxed(["python3", "-c", SETSID_CHILD, marker], should_cancel=cancel_after(0.5))
+        result = sandboxed(
+            ["python3", "-c", SETSID_CHILD, marker], recorder, should_cancel=cancel_after(0.5)
+        )
 
         assert result.canceled is True
+        assert recorder.text() == "started\n"
         assert live_processes_with(marker) == []
     finally:
         kill_processes_with(marker)
 
 
 def test_timeout_ends_a_setsid_child_of_the_sandboxed_command(sandboxed):
+    recorder = Recorder()
     marker = unique_seconds()
     try:
-        result = sandboxed(["python3", "-c", SETSID_CHILD, marker], timeout_s=0.5)
+        result = sandboxed(["python3", "-c", SETSID_CHILD, marker], recorder, timeout_s=0.5)
 
         assert result.timed_out is True
+        assert recorder.text() == "started\n"
         assert live_processes_with(marker) == []
     finally:
         kill_processes_with(marker)
@@ -399,8 +410,9 @@ def test_timeout_ends_a_setsid_child_of_the_sandboxed_command(sandboxed):
 
 def test_a_setsid_child_ends_with_the_sandboxed_command(sandboxed):
     marker = unique_seconds()
+    started = f"until pgrep -fx 'sleep {marker}' >/dev/null; do sleep 0.01; done"
     try:
-        result = sandboxed(["sh", "-c", f"setsid sleep {marker} & echo started"])
+        result = sandboxed(["sh", "-c", f"setsid sleep {marker} & {started}; echo started"])
 
         assert result.exit_code == 0
         assert live_processes_with(marker) == []
@@ -432,3 +444,32 @@ def test_an_executable_outside_the_sandbox_is_reported_as_not_found(sandboxed, t
 
     assert result.exit_code == 127
     assert "outside" in result.error
+
+
+def test_a_killed_worker_takes_its_whole_sandbox_with_it(sandboxed):
+    # The worker dies without running any cleanup (OOM killer, kill -9): bwrap's
+    # --die-with-parent ends the sandbox, setsid() children included.
+    marker = unique_seconds()
+    worker_code = (
+        "import sys\n"
+        "from execution.runner import run_process\n"
+        "from execution.sandbox import BwrapSandbox\n"
+        "bwrap, workspace, code, marker = sys.argv[1:]\n"
+        "run_process(['python3', '-c', code, marker], cwd=workspace,"
+        " env={'PATH': '/usr/bin:/bin'}, timeout_s=60, on_output=lambda chunks: None,"
+        " should_cancel=lambda: False, max_output_bytes=1000,"
+        " sandbox=BwrapSandbox(bwrap, workspace))\n"
+    )
+    argv = [sandboxed.sandbox.bwrap, sandboxed.workspace, SETSID_CHILD, marker]
+    worker = subprocess.Popen([sys.executable, "-c", worker_code, *argv], cwd=ROOT)
+    try:
+        wait_for(lambda: live_processes_with(marker), timeout=10)
+
+        worker.kill()
+        worker.wait()
+
+        wait_for(lambda: live_processes_with(marker) == [], timeout=5)
+    finally:
+        worker.kill()
+        worker.wait()
+        kill_processes_with(marker)
