@@ -12,6 +12,7 @@ import re
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -168,8 +169,9 @@ def test_a_second_user_approves_with_a_comment(new_page, live_server, team):
     page.click("[data-action=approve]")
     expect(page.locator("#status-badge")).not_to_have_text("awaiting_approval", timeout=15_000)
     expect(page.locator("#run-details dd", has_text="looks fine")).to_be_visible()
-    # the creator's open page follows without a reload
+    # the creator's open page follows without a reload, and says so aloud
     expect(own.locator("#status-badge")).not_to_have_text("awaiting_approval", timeout=10_000)
+    expect(own.locator("#announce[aria-live=polite]")).to_contain_text(f"Run #{run.pk} is now")
     seqs = own.locator("#log .ev").evaluate_all("els => els.map(e => e.dataset.seq)")
     assert len(seqs) == len(set(seqs))
 
@@ -436,3 +438,38 @@ def test_the_launch_panel_shows_no_sandbox_badge_when_local_runs_are_sandboxed(
     expect(page.locator("#provider-info")).to_contain_text("takes a command")
     expect(page.locator("#provider-info")).not_to_contain_text("unsandboxed")
     expect(page.locator("#provider-info")).not_to_contain_text("no sandbox")
+
+
+def test_log_tools_timestamps_search_copy_and_download(new_page, live_server, team):
+    from execution.events import NewEvent, append_events
+
+    project, users = team
+    run = RunFactory(project=project, status="succeeded", command="echo tools")
+    append_events(
+        run.pk,
+        [
+            NewEvent("stdout", "output", text="first line\nsecond line\n"),
+            NewEvent("stderr", "output", text="an error line\n"),
+            NewEvent("system", "status_changed", text="running → succeeded"),
+        ],
+    )
+    page = new_page(permissions=["clipboard-read", "clipboard-write"])
+    login(page, live_server, users["viewer"].username, f"/runs/{run.pk}")
+    expect(page.locator("#stream-state")).to_have_text("complete")
+    # stderr and system events are styled apart from stdout
+    colors = page.locator("#log .ev").evaluate_all("els => els.map(e => getComputedStyle(e).color)")
+    assert len(set(colors)) == 3
+    expect(page.locator("#log .ts").first).to_be_hidden()
+    page.check("#show-times")
+    expect(page.locator("#log .ts").first).to_be_visible()
+    page.fill("#log-search", "error")
+    expect(page.locator("#search-count")).to_have_text("1 matching line")
+    page.fill("#log-search", "")
+    with page.expect_download() as download:
+        page.click("#download-log")
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "first line\nsecond line\n" in text and "an error line" in text
+    page.uncheck("#show-times")
+    page.click("#copy-log")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("first line\nsecond line\nan error line\n")

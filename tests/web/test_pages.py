@@ -251,3 +251,15 @@ def test_settings_say_how_local_runs_are_isolated(project, admin_member, monkeyp
         "unavailable": "bubblewrap is required but not installed",
     }[sandbox_config.current_sandbox().mode]
     assert expected in page
+
+
+def test_refresh_from_provider_is_offered_on_an_active_external_run(project, operator, viewer):
+    external = RunFactory(project=project, status="running", provider_id="github_actions")
+    local = RunFactory(project=project, status="running", provider_id="local")
+    done = RunFactory(project=project, status="succeeded", provider_id="github_actions")
+    client = browser_for(operator)
+    assert 'data-action="reconcile"' in client.get(f"/runs/{external.pk}").content.decode()
+    assert 'data-action="reconcile"' not in client.get(f"/runs/{local.pk}").content.decode()
+    assert 'data-action="reconcile"' not in client.get(f"/runs/{done.pk}").content.decode()
+    page = browser_for(viewer).get(f"/runs/{external.pk}").content.decode()
+    assert 'data-action="reconcile"' not in page
