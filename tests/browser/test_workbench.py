@@ -473,3 +473,26 @@ def test_log_tools_timestamps_search_copy_and_download(new_page, live_server, te
     page.click("#copy-log")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied.startswith("first line\nsecond line\nan error line\n")
+
+
+def test_project_settings_are_saved_by_an_admin_with_errors_beside_fields(
+    new_page, live_server, team
+):
+    project, users = team
+    page = new_page()
+    login(page, live_server, users["admin"].username, f"/projects/{project.pk}/settings")
+    form = page.locator("form[data-form=project]")
+    form.locator("input[name=agentRunsRequireApproval]").check()
+    form.locator("textarea[name=promptPatterns]").fill("Bad Code: prod")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".field-error[data-field=promptPatterns]")).not_to_be_empty()
+    form.locator("textarea[name=promptPatterns]").fill("production: \\bprod(uction)?\\b")
+    form.locator("input[name=agentFallbackChain]").fill("cursor, devin")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".ok-text")).to_have_text("Saved.")
+    project.refresh_from_db()
+    assert project.agent_runs_require_approval is True
+    assert project.agent_fallback_chain == ["cursor", "devin"]
+    assert project.prompt_patterns == [
+        {"pattern": "\\bprod(uction)?\\b", "reasonCode": "production"}
+    ]

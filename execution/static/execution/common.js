@@ -51,29 +51,31 @@ const WB = (() => {
   // the rest of the message in the scope's .form-error.
   function showErrors(scope, error) {
     clearErrors(scope);
-    const flat = {};
-    const walk = (prefix, value) => {
-      if (Array.isArray(value)) flat[prefix] = value.join(" ");
-      else if (value && typeof value === "object") for (const [k, v] of Object.entries(value)) walk(k, v);
-      else if (value) flat[prefix] = String(value);
+    // (path, message) pairs; a path such as settings → baseUrl, or
+    // promptPatterns → "0.reasonCode" (dotted paths are split).
+    const entries = [];
+    const walk = (path, value) => {
+      if (Array.isArray(value) && value.every((v) => typeof v !== "object")) entries.push([path, value.join(" ")]);
+      else if (value && typeof value === "object") {
+        for (const [key, inner] of Object.entries(value)) walk([...path, ...String(key).split(".")], inner);
+      } else if (value) entries.push([path, String(value)]);
     };
-    walk("", (error && error.fields) || {});
-    let placed = 0;
-    for (const [field, text] of Object.entries(flat)) {
-      const slot = scope.querySelector(`.field-error[data-field="${CSS.escape(field)}"]`);
-      if (slot) {
-        slot.textContent = text;
-        const input = slot.parentElement.querySelector("input, textarea, select");
-        if (input) input.setAttribute("aria-invalid", "true");
-        placed += 1;
-      }
+    walk([], (error && error.fields) || {});
+    const slotFor = (name) => scope.querySelector(`.field-error[data-field="${CSS.escape(name)}"]`);
+    const unplaced = [];
+    for (const [path, text] of entries) {
+      // The innermost name that has a place on the page takes the message.
+      let index = path.length - 1;
+      while (index >= 0 && !slotFor(path[index])) index -= 1;
+      if (index < 0) { unplaced.push(`${path.join(".")}: ${text}`); continue; }
+      const slot = slotFor(path[index]);
+      const rest = path.slice(index + 1).join(".");
+      slot.textContent = [slot.textContent, rest ? `${rest}: ${text}` : text].filter(Boolean).join(" ");
+      const input = slot.parentElement.querySelector("input, textarea, select");
+      if (input) input.setAttribute("aria-invalid", "true");
     }
     const general = scope.querySelector(".form-error");
-    if (general) {
-      const unplaced = Object.entries(flat).filter(([f]) => !scope.querySelector(`.field-error[data-field="${CSS.escape(f)}"]`));
-      general.textContent = [error.message, ...unplaced.map(([f, t]) => `${f}: ${t}`)].filter(Boolean).join(" ");
-      if (placed && !unplaced.length) general.textContent = error.message;
-    }
+    if (general) general.textContent = [error && error.message, ...unplaced].filter(Boolean).join(" ");
   }
 
   function clearErrors(scope) {

@@ -72,9 +72,40 @@
     }
   }
 
+  function projectBody(form) {
+    const patterns = form.elements.promptPatterns.value.split("\n").map((line) => line.trim()).filter(Boolean)
+      .map((line) => {
+        const at = line.indexOf(":");
+        return at < 0 ? { reasonCode: "", pattern: line }
+          : { reasonCode: line.slice(0, at).trim(), pattern: line.slice(at + 1).trim() };
+      });
+    return {
+      defaultProviderId: form.elements.defaultProviderId.value,
+      allowFallbackToLocal: form.elements.allowFallbackToLocal.checked,
+      allowSelfApproval: form.elements.allowSelfApproval.checked,
+      agentRunsRequireApproval: form.elements.agentRunsRequireApproval.checked,
+      agentFallbackChain: form.elements.agentFallbackChain.value.split(",").map((id) => id.trim()).filter(Boolean),
+      promptPatterns: patterns,
+      maxPromptLength: Number(form.elements.maxPromptLength.value),
+    };
+  }
+
   root.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.target;
+    if (form.dataset.form === "project") {
+      clearErrors(form);
+      try {
+        await api("PATCH", `/api/projects/${projectId}/`, projectBody(form));
+        announce("Project settings saved");
+        const note = el("span", "Saved.", "ok-text");
+        form.querySelector("button[type=submit]").after(note);
+        setTimeout(() => note.remove(), 3000);
+      } catch (error) {
+        showErrors(form, error);
+      }
+      return;
+    }
     const card = form.closest("[data-provider]");
     const provider = card.dataset.provider;
     if (form.dataset.form === "config") {
