@@ -131,6 +131,9 @@ class RunSpec:
     env_profile: str = "default"
     feature_id: str = ""
     kind: InputKind = "command"
+    # When the dispatch key was stored (epoch seconds): nothing the provider
+    # created for this run can be older, which bounds a lost-create lookup.
+    created_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -170,6 +173,9 @@ class DispatchResult:
 
 @dataclass(frozen=True)
 class LogEntry:
+    """One line (or chunk) of output. ``text`` keeps its line ending: the
+    concatenated texts of a stream are the output as the provider gave it."""
+
     stream: Literal["stdout", "stderr", "provider"]
     text: str
     payload: Mapping[str, Any] = field(default_factory=dict)

@@ -64,6 +64,14 @@ class PermanentError(ConnectorError):
     permanent = True
 
 
+class DispatchUnconfirmed(PermanentError):
+    """The provider accepted a create (2xx) but the run it started cannot be
+    identified. Never retried: without an idempotency key a second create
+    would start a second run."""
+
+    kind = "dispatch_unconfirmed"
+
+
 class AuthError(PermanentError):
     """The credential was rejected (missing, revoked, lacking scope)."""
 

@@ -15,6 +15,12 @@ Idempotent: the run's ``dispatch_key`` is persisted when the run is created
 and ``dispatch_attempts`` is bumped *before* the provider is called; a
 re-delivered or retried task that finds an earlier attempt asks the adapter to
 ``recover_dispatch`` (find the run it created) before sending again.
+
+Cancel while dispatching: a run canceled after its first dispatch attempt
+began is ``canceling`` with no provider run id (``services.cancel``). The
+cancel is sent as soon as the id is known: right after the dispatch stores
+it, or, when the dispatch must be retried, by the retry, which then only
+looks the run up (``recover_dispatch``) and never creates one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from connectors.errors import (
     AuthError,
     ConfigurationError,
     ConnectorError,
+    DispatchUnconfirmed,
     ProviderConflict,
     TransientError,
     UnknownProvider,
@@ -181,13 +188,18 @@ def run_spec(run: Run) -> RunSpec:
         cwd=run.cwd,
         env_profile=run.env_profile,
         feature_id=run.feature_id,
+        created_at=run.created_at.timestamp() if run.created_at else None,
     )
 
 
 def dispatch_run(run_id: int) -> str:
     """Task body: send a queued run to its provider. Returns what happened."""
     run = Run.objects.select_related("project").get(pk=run_id)
-    if run.status != RunStatus.QUEUED or run.provider_run_id:
+    if run.provider_run_id:
+        return "skipped"
+    if run.status == RunStatus.CANCELING:
+        return _settle_canceled_dispatch(run)
+    if run.status != RunStatus.QUEUED:
         return "skipped"
     decision = policy_gate.evaluate_run(run)
     if decision.verdict == "deny":
@@ -333,8 +345,12 @@ def _send(run: Run, adapter: ProviderAdapter) -> str:
         return "failed"
     spec = run_spec(run)
     earlier_attempts = run.dispatch_attempts
-    # Persist the attempt before the provider can create anything.
-    Run.objects.filter(pk=run.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
+    # Persist the attempt before the provider can create anything, and only
+    # while the run is still queued: a cancel that got in first wins, and one
+    # that comes later sees the attempt and waits for the provider run id.
+    attempt = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED, provider_run_id="")
+    if not attempt.update(dispatch_attempts=F("dispatch_attempts") + 1):
+        return "skipped"
     redactor = project_redactor(run.project_id)
     try:
         result = adapter.recover_dispatch(spec) if earlier_attempts else None
@@ -346,6 +362,10 @@ def _send(run: Run, adapter: ProviderAdapter) -> str:
     except (ConnectorError, ConfigurationError) as exc:
         message = redactor.scrub(getattr(exc, "message", str(exc)))
         reason = "provider_auth_failed" if isinstance(exc, AuthError) else "dispatch_failed"
+        if isinstance(exc, DispatchUnconfirmed):
+            # Accepted but not identifiable: never sent again (no idempotency key).
+            reason = "dispatch_unconfirmed"
+        run.refresh_from_db(fields=["status"])
         if isinstance(exc, AuthError | ConfigurationError) and adapter.kind == "external":
             _mark_config_failing(run, adapter, message)
         transition(run, RunStatus.FAILED, reason=reason, message=message)
@@ -385,16 +405,55 @@ def _store_result(run: Run, adapter: ProviderAdapter, result: DispatchResult, re
         providerRunId=result.provider_run_id,
     )
     run.refresh_from_db()
-    if run.status in (RunStatus.CANCELING, RunStatus.CANCELED) and adapter.kind == "external":
-        # Canceled while the provider was creating it: stop the external run too.
+    if adapter.kind != "external":
+        return
+    if run.status == RunStatus.CANCELING:
+        # Canceled while the provider was creating it: the cancel waited for
+        # this id. The cancel task confirms it or leaves it to the reconciler.
+        from execution.services import cancel_external_run
+
+        cancel_external_run(run.pk)
+    elif run.status == RunStatus.CANCELED:
+        # Canceled in the instant before the attempt was recorded: the run is
+        # already over here; stop the external one too.
+        ref = RunRef(run.pk, result.provider_run_id, run.dispatch_key, dict(result.provider_state))
         try:
-            adapter.cancel(
-                RunRef(
-                    run.pk, result.provider_run_id, run.dispatch_key, dict(result.provider_state)
-                )
-            )
+            adapter.cancel(ref)
         except ConnectorError as exc:
             logger.warning("cancel after late dispatch of run %s failed: %s", run.pk, exc)
+
+
+def _settle_canceled_dispatch(run: Run) -> str:
+    """A ``canceling`` run whose dispatch was interrupted before its provider
+    run id was stored: find the external run the dispatch may have created
+    (never create one) and cancel it; when there is none, the run is over."""
+    adapter = build_adapter(run.provider_id, get_config(run.project_id, run.provider_id))
+    redactor = project_redactor(run.project_id)
+    try:
+        result = adapter.recover_dispatch(run_spec(run)) if run.dispatch_attempts else None
+    except TransientError as exc:
+        delay = max(DISPATCH_RETRY_S, exc.retry_after or 0.0)
+        Run.objects.filter(pk=run.pk).update(
+            last_sync_error=redactor.scrub(exc.message),
+            next_reconcile_at=timezone.now() + timedelta(seconds=delay),
+        )
+        return "retry_scheduled"
+    except (ConnectorError, ConfigurationError) as exc:
+        message = redactor.scrub(getattr(exc, "message", str(exc)))
+        transition(
+            run,
+            RunStatus.CANCELED,
+            reason="canceled_by_user",
+            message=f"canceled; the provider run could not be looked up: {message}",
+        )
+        return "canceled"
+    if result is None:
+        transition(
+            run, RunStatus.CANCELED, reason="canceled_by_user", message="canceled before it started"
+        )
+        return "canceled"
+    _store_result(run, adapter, result, True)
+    return "recovered"
 
 
 def _dispatch_failed_transiently(
@@ -402,7 +461,7 @@ def _dispatch_failed_transiently(
 ) -> str:
     # Rate limits do not count as outages (connectors.circuit.counts_as_outage).
     circuit.record(adapter.provider_id, adapter.base_url, exc, message)
-    run.refresh_from_db(fields=["dispatch_attempts"])
+    run.refresh_from_db(fields=["dispatch_attempts", "status"])
     if run.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS:
         transition(
             run,

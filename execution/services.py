@@ -320,9 +320,18 @@ def cancel(run: Run, user) -> Run:
     if run.status not in CANCELABLE_STATUSES:
         raise ActionNotAllowed(f"A {run.status} run cannot be canceled.")
     actor = actor_name(user)
+    # An external run whose dispatch began has maybe been created already:
+    # it is ``canceling`` until the dispatch knows its provider run id, then
+    # the cancel is sent (execution.dispatch).
+    dispatching = (
+        run.status == RunStatus.QUEUED
+        and not run.provider_run_id
+        and run.provider_id != "local"
+        and run.dispatch_attempts > 0
+    )
     not_started = (
         run.status == RunStatus.AWAITING_APPROVAL
-        or (run.status == RunStatus.QUEUED and not run.provider_run_id)
+        or (run.status == RunStatus.QUEUED and not run.provider_run_id and not dispatching)
         or (run.status == RunStatus.QUEUED and run.provider_id == "local")
     )
     external = run.provider_id != "local"

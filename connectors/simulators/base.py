@@ -50,8 +50,8 @@ Signed blob downloads (``/_blob/...``, the targets of log redirects) need
 no auth and are neither faulted nor logged, like a storage host. Every other
 path is an API path: it is logged (method, path, query, time, status, kind;
 never a header value), counted per route kind, delayed by ``latency_ms`` and
-subject to the next-N faults, in this order: hang, 5xx, rate limit, then
-authentication.
+subject to the next-N faults, in this order: hang, 5xx, rate limit, dropped
+answer (handled, then the connection closes unanswered), then authentication.
 """
 
 from __future__ import annotations
@@ -421,6 +421,9 @@ class Faults:
     hang_next: int = 0
     hang_seconds: float = 0.0
     tokens_revoked: bool = False
+    # Handle the request (a create happens), then close the connection
+    # without answering: the client never learns what it created.
+    drop_answer_next: int = 0
 
 
 FAULT_FIELDS = {f.name: type(f.default) for f in fields(Faults)}
@@ -444,6 +447,7 @@ class _Plan:
     hang_seconds: float | None = None
     fail_status: int | None = None
     retry_after: int | None = None
+    drop_answer: bool = False
 
 
 # ---------------------------------------------------------------------- simulator
@@ -751,6 +755,10 @@ class SimulatorServer(ABC):
     def hang_next(self, seconds: float, count: int = 1) -> None:
         self.update_faults(hang_next=count, hang_seconds=seconds)
 
+    def drop_answer_next(self, count: int = 1) -> None:
+        """The next ``count`` API requests are handled but never answered."""
+        self.update_faults(drop_answer_next=count)
+
     def revoke_tokens(self) -> None:
         """Every credential is rejected (provider-shaped 401) until reset/clear_faults."""
         self.update_faults(tokens_revoked=True)
@@ -884,6 +892,9 @@ class SimulatorServer(ABC):
             return
         response = self.finalize_api_response(self._api_response(request, route, plan), request)
         record.status = response.status
+        if plan.drop_answer:
+            handler.close_connection = True  # handled, never answered
+            return
         self._write(handler, response)
 
     def _parse(self, handler: BaseHTTPRequestHandler) -> SimRequest:
@@ -918,6 +929,9 @@ class SimulatorServer(ABC):
             elif faults.rate_limit_next > 0:
                 faults.rate_limit_next -= 1
                 plan.retry_after = faults.retry_after
+            elif faults.drop_answer_next > 0:
+                faults.drop_answer_next -= 1
+                plan.drop_answer = True
             return record, plan
 
     def _api_response(self, request: SimRequest, route: Route | None, plan: _Plan) -> Response:

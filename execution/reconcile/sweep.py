@@ -50,7 +50,6 @@ from execution.reconcile.types import (
     Target,
     WorkItem,
 )
-from execution.states import RunStatus
 
 # Results are written when this many are waiting, or this long after the
 # previous write, so runs of fast providers are stored while slow ones poll.
@@ -161,7 +160,7 @@ class Sweep:
             run = runs.get(pk)
             if run is None:
                 continue
-            if run.status == RunStatus.QUEUED and not run.provider_run_id:
+            if not run.provider_run_id:  # queued, or canceled while dispatching
                 self._lane(run.provider_id).queue.append(
                     DispatchRetry(self.worker_id, pk, run.provider_id, not self.limits.inline)
                 )

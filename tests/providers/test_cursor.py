@@ -13,8 +13,15 @@ import requests
 import urllib3
 
 from connectors.base import RunRef, RunSpec, Secrets
-from connectors.errors import AuthError, ConfigurationError, RateLimited, RunNotFound
+from connectors.errors import (
+    AuthError,
+    ConfigurationError,
+    RateLimited,
+    RunNotFound,
+    TransientError,
+)
 from connectors.models import ProviderConfig, ProviderCredential
+from connectors.providers.cursor import adapter as cursor_module
 from connectors.providers.cursor.adapter import CursorAdapter
 from connectors.providers.cursor.simulator import CursorSimulator
 from connectors.sse import SseEvent, SseParser, read_events
@@ -70,8 +77,16 @@ def cursor_ready(project, cursor_sim):
     return config
 
 
-def spec(command: str = "Fix the flaky test", key: str | None = None) -> RunSpec:
-    return RunSpec(run_id=7, dispatch_key=key or uuid.uuid4().hex, command=command, project_id=1)
+def spec(
+    command: str = "Fix the flaky test", key: str | None = None, created_at: float | None = None
+) -> RunSpec:
+    return RunSpec(
+        run_id=7,
+        dispatch_key=key or uuid.uuid4().hex,
+        command=command,
+        project_id=1,
+        created_at=created_at,
+    )
 
 
 def dispatched(adapter: CursorAdapter, command: str = "Fix the flaky test [sim:hold]") -> RunRef:
@@ -164,10 +179,11 @@ def test_an_interrupted_dispatch_recovers_the_existing_agent(
     assert RunEvent.objects.filter(run=run, event_type="dispatch_recovered").count() == 1
 
 
-def test_recovery_follows_next_cursor_through_newer_agents(adapter, cursor_sim):
-    run_spec = spec()
+def test_recovery_follows_next_cursor_through_newer_agents(adapter, cursor_sim, monkeypatch):
+    monkeypatch.setattr(cursor_module, "RECOVERY_PAGE_SIZE", 10)
+    run_spec = spec(created_at=time.time())
     created = adapter.dispatch(run_spec)
-    cursor_sim.seed(150, "running")  # newer agents push ours to the second page
+    cursor_sim.seed(15, "running")  # newer agents push ours to the second page
 
     recovered = adapter.recover_dispatch(run_spec)
 
@@ -175,6 +191,45 @@ def test_recovery_follows_next_cursor_through_newer_agents(adapter, cursor_sim):
     assert recovered.provider_run_id == created.provider_run_id
     assert recovered.provider_state == created.provider_state
     assert cursor_sim.stats()["requests"]["list_agents"] == 2
+    assert cursor_sim.stats()["requests"]["get_agent"] == 16  # the newest 16, ours last
+
+
+def test_recovery_reads_full_agents_because_list_items_have_no_branch(adapter, cursor_sim):
+    run_spec = spec(created_at=time.time())
+    created = adapter.dispatch(run_spec)
+
+    listed = requests.get(
+        f"{cursor_sim.url}/v1/agents", auth=(CursorSimulator.default_token, ""), timeout=5
+    ).json()["items"]
+    recovered = adapter.recover_dispatch(run_spec)
+
+    assert set(listed[0]) == {
+        "id",
+        "name",
+        "status",
+        "env",
+        "url",
+        "createdAt",
+        "updatedAt",
+        "latestRunId",
+    }
+    assert recovered is not None
+    assert recovered.provider_run_id == created.provider_run_id
+
+
+def test_recovery_reads_no_agent_created_before_the_dispatch_key(adapter, cursor_sim, clock):
+    cursor_sim.seed(5, "running")
+    clock.skip(3600)
+
+    assert adapter.recover_dispatch(spec(created_at=time.time() + 3600)) is None
+    assert cursor_sim.stats()["requests"].get("get_agent", 0) == 0
+
+
+def test_recovery_reads_a_bounded_number_of_agents(adapter, cursor_sim):
+    cursor_sim.seed(cursor_module.RECOVERY_MAX_READS + 10, "running")
+
+    assert adapter.recover_dispatch(spec(created_at=time.time() - 60)) is None
+    assert cursor_sim.stats()["requests"]["get_agent"] == cursor_module.RECOVERY_MAX_READS
 
 
 def test_recovery_finds_nothing_for_a_key_never_dispatched(adapter, cursor_sim):
@@ -256,7 +311,7 @@ def test_stream_events_arrive_across_many_polls_without_duplicates_or_gaps(
     assert ids == [e.payload["eventId"] for e in everything]
     assert len(set(ids)) == len(ids) > 15
     assert growing >= 10  # output came in pieces while the run was running
-    assert collected[0].text == "Status: CREATING"
+    assert collected[0].text == "Status: CREATING\n"
     assert "Tool call: run_terminal_cmd" in " ".join(e.text for e in collected)
     assert collected[-1].text.startswith("Done: Refactor the parser")
     assert all(e.stream == "provider" for e in collected)
@@ -298,7 +353,7 @@ def test_a_stream_kept_open_with_heartbeats_does_not_hold_the_poller(adapter, cu
     second = adapter.fetch_logs(ref, first.cursor)
 
     assert time.monotonic() - started < 3.0
-    assert [e.text for e in first.entries] == ["Status: CREATING", "Status: CREATING"]
+    assert [e.text for e in first.entries] == ["Status: CREATING\n", "Status: CREATING\n"]
     assert second.entries == ()
     assert second.cursor == first.cursor
 
@@ -387,19 +442,19 @@ def test_cancel_ends_the_run_canceled(
         cancel_run(run, operator)
 
     run.refresh_from_db()
-    assert run.status == "canceling"  # Cursor's 200 does not say the run is over yet
+    assert run.status == "canceled"  # Cursor's 200 {"id"} confirms the cancel
     assert cursor_sim.stats()["requests"]["cancel"] == 1
     ref = RunRef(run.pk, run.provider_run_id, run.dispatch_key, run.provider_state)
     state = adapter.poll_status(ref)
     assert (state.provider_status_raw, state.status) == ("CANCELLED", "canceled")
 
 
-def test_cancel_of_a_running_run_is_requested_not_confirmed(adapter, cursor_sim):
+def test_cancel_of_a_running_run_is_confirmed_by_the_200_without_a_status(adapter, cursor_sim):
     ref = dispatched(adapter)
 
     result = adapter.cancel(ref)
 
-    assert (result.confirmed, result.provider_status_raw) == (False, "")
+    assert (result.confirmed, result.provider_status_raw) == (True, "CANCELLED")
     assert cursor_sim.state_of(ref.provider_run_id) == "CANCELLED"
 
 
@@ -409,7 +464,11 @@ def test_cancel_on_a_finished_run_raises_nothing(adapter, cursor_sim):
 
     result = adapter.cancel(ref)
 
-    assert (result.confirmed, result.provider_status_raw) == (True, "FINISHED")
+    assert (result.confirmed, result.accepted, result.provider_status_raw) == (
+        True,
+        False,
+        "FINISHED",
+    )
     assert cursor_sim.state_of(ref.provider_run_id) == "FINISHED"
 
 
@@ -487,3 +546,40 @@ def test_health_reports_an_unreachable_cursor(adapter, cursor_sim, monkeypatch):
 
     assert not health.ok
     assert "timed out" in health.message
+
+
+# -- stream error codes -----------------------------------------------------------------------
+
+
+def test_an_unknown_last_event_id_restarts_the_stream_without_repeating_events(
+    adapter, cursor_sim, clock
+):
+    ref = dispatched(adapter)
+    cursor_sim.advance(ref.provider_run_id)
+    clock.skip(2.0)
+    first = adapter.fetch_logs(ref, {})
+    cursor_sim.advance(ref.provider_run_id)
+    everything = adapter.fetch_logs(ref, {}).entries
+    # The provider no longer knows the id we stored (say, its events were renumbered).
+    lost = {**first.cursor, "lastEventId": "999", "done": False}
+
+    resumed = adapter.fetch_logs(ref, lost)
+
+    assert first.entries + resumed.entries == everything
+    assert [e["kind"] for e in cursor_sim.request_log()][-2:] == ["stream", "stream"]
+
+
+def test_an_unavailable_stream_is_retried_later_with_the_cursor_kept(adapter, cursor_sim, clock):
+    ref = dispatched(adapter)
+    cursor_sim.advance(ref.provider_run_id)
+    clock.skip(1.0)
+    first = adapter.fetch_logs(ref, {})
+    cursor_sim.configure(stream_unavailable_next=1)
+
+    with pytest.raises(TransientError):
+        adapter.fetch_logs(ref, first.cursor)
+    later = adapter.fetch_logs(ref, first.cursor)
+
+    ids = [e.payload["eventId"] for e in first.entries + later.entries]
+    assert len(ids) == len(set(ids))
+    assert int(later.entries[0].payload["eventId"]) == int(ids[len(first.entries) - 1]) + 1

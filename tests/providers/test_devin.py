@@ -76,7 +76,7 @@ def test_dispatch_run_persists_the_session_id_and_url(project, devin_ready, devi
     ref = RunRef(run.pk, run.provider_run_id, run.dispatch_key)
     state = adapter.poll_status_with_logs(ref, {})
     first_message = state.logs.entries[0].text
-    assert first_message == f"echo hi\n\n{prompt_marker(run.dispatch_key)}"
+    assert first_message == f"echo hi\n\n{prompt_marker(run.dispatch_key)}\n"
 
 
 def test_the_session_is_tagged_and_titled_with_the_dispatch_key(adapter, devin_sim):
@@ -277,13 +277,14 @@ def test_cancel_of_a_working_session_is_confirmed(adapter, devin_sim):
     assert result.provider_status_raw == "expired"
 
 
-def test_cancel_on_a_finished_session_raises_nothing(adapter, devin_sim):
+def test_cancel_on_a_finished_session_raises_nothing_and_is_not_accepted(adapter, devin_sim):
     ref = dispatched(adapter)
     devin_sim.advance(ref.provider_run_id)
 
     result = adapter.cancel(ref)
 
-    assert (result.confirmed, result.provider_status_raw) == (True, "finished")
+    assert (result.confirmed, result.accepted) == (True, False)
+    assert result.provider_status_raw == "finished"
     assert devin_sim.stats()["requests"]["terminate_session"] == 1
 
 
@@ -380,3 +381,27 @@ def test_extra_tags_setting_is_validated_and_sent(devin_sim):
         "GET", "/v1/sessions", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
     ).json()
     assert listing["sessions"][0]["tags"][-2:] == ["team-a", "nightly"]
+
+
+# -- links ------------------------------------------------------------------------------------
+
+
+def test_session_objects_have_no_url_yet_polled_and_recovered_runs_keep_a_link(adapter, devin_sim):
+    run_spec = spec()
+    created = adapter.dispatch(run_spec)
+    ref = RunRef(7, created.provider_run_id, run_spec.dispatch_key)
+
+    polled = adapter.poll_status(ref)
+    recovered = adapter.recover_dispatch(run_spec)
+
+    session = adapter.call_json("GET", f"/v1/sessions/{created.provider_run_id}", "read")
+    assert "url" not in session
+    assert created.provider_url  # the create answer's url, kept
+    assert polled.provider_url == created.provider_url
+    assert recovered is not None and recovered.provider_url == created.provider_url
+
+
+def test_the_public_api_links_to_devins_web_app():
+    adapter = DevinAdapter(DevinAdapter.validate_config({}), Secrets({"apiKey": "k"}))
+
+    assert adapter.session_url("devin-abc123") == "https://app.devin.ai/sessions/abc123"

@@ -12,7 +12,12 @@ import requests
 
 from connectors import services
 from connectors.base import RunRef, RunSpec, Secrets
-from connectors.errors import AuthError, ConfigurationError, RateLimited, TransientError
+from connectors.errors import (
+    AuthError,
+    ConfigurationError,
+    DispatchUnconfirmed,
+    RateLimited,
+)
 from connectors.http import HttpClient
 from connectors.models import HealthStatus, ProviderConfig
 from connectors.providers.github_actions import adapter as github_actions
@@ -21,6 +26,7 @@ from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution import dispatch as dispatch_module
 from execution.dispatch import dispatch_run
 from execution.models import Run, RunEvent
+from execution.reconciler import reconcile_sweep
 from tests.factories import RunFactory
 
 TOKEN = GitHubActionsSimulator.default_token
@@ -79,8 +85,18 @@ def test_the_demo_settings_are_accepted_with_github_defaults():
     assert cleaned["apiVersion"] == "2022-11-28"
 
 
-def test_more_than_ten_inputs_in_all_are_rejected():
-    extra = {f"input{n}": "x" for n in range(9)}
+def test_twenty_five_inputs_in_all_are_accepted_and_dispatched(github_sim):
+    extra = {f"input{n}": "x" for n in range(23)}  # + the command and the run id
+
+    adapter = make_adapter(github_sim, extraInputs=extra)
+    result = adapter.dispatch(spec())
+
+    assert result.provider_run_id
+    assert github_sim.stats()["creations"] == 1
+
+
+def test_more_than_twenty_five_inputs_in_all_are_rejected():
+    extra = {f"input{n}": "x" for n in range(24)}
 
     with pytest.raises(ConfigurationError) as caught:
         GitHubActionsAdapter.validate_config({**SETTINGS, "extraInputs": extra})
@@ -147,9 +163,9 @@ def test_the_dispatch_sends_the_command_the_run_id_and_the_extra_inputs(github_s
 
     lines = [entry.text for entry in adapter.fetch_logs(ref_for(result), {}).entries]
 
-    assert any(line.endswith("command: make test") for line in lines)
-    assert any(line.endswith(f"ccdash_run_id: {spec().dispatch_key}") for line in lines)
-    assert any(line.endswith("team: core") for line in lines)
+    assert any(line.endswith("command: make test\n") for line in lines)
+    assert any(line.endswith(f"ccdash_run_id: {spec().dispatch_key}\n") for line in lines)
+    assert any(line.endswith("team: core\n") for line in lines)
 
 
 @pytest.mark.parametrize("legacy_status", [400, 422])
@@ -185,30 +201,72 @@ def test_a_204_run_listed_only_after_a_moment_is_found_by_listing_again(
 
 
 @pytest.mark.django_db
-def test_a_204_run_never_listed_is_retried_by_lookup_not_by_a_second_dispatch(
+def test_a_204_dispatch_that_cannot_be_correlated_is_sent_once_and_fails_unconfirmed(
     configured, github_sim, fast_listing
 ):
-    github_sim.configure(legacy_dispatch_status=422, listing_delay_seconds=3600)
+    # A server that ignores return_run_details (204), and a workflow whose
+    # run-name does not carry the correlation input.
+    github_sim.configure(ignore_run_details=True)
+    github_sim.configure_workflow("agent.yml", run_name="Agent run")
     run = RunFactory(project=configured, provider_id="github_actions")
 
-    assert dispatch_run(run.pk) == "retry_scheduled"
-    github_sim.configure(listing_delay_seconds=0)
-    assert dispatch_run(run.pk) == "recovered"
+    assert dispatch_run(run.pk) == "failed"
+    reconcile_sweep(force=True)
+    dispatch_run(run.pk)
 
     run.refresh_from_db()
+    assert len(requests_of(github_sim, "dispatch")) == 1
     assert github_sim.stats()["creations"] == 1
-    assert run.provider_run_id
+    assert (run.status, run.status_reason) == ("failed", "dispatch_unconfirmed")
+    failed = RunEvent.objects.get(run=run, event_type="status_changed", payload__to="failed")
+    assert "run-name: ${{ inputs.ccdash_run_id }}" in failed.text
 
 
-def test_a_lookup_that_finds_nothing_raises_transient_after_a_bounded_wait(
+def test_a_lookup_that_finds_nothing_raises_unconfirmed_after_a_bounded_wait(
     github_sim, adapter, fast_listing
 ):
     github_sim.configure(legacy_dispatch_status=422, listing_delay_seconds=3600)
 
-    with pytest.raises(TransientError):
+    with pytest.raises(DispatchUnconfirmed):
         adapter.dispatch(spec())
 
     assert len(requests_of(github_sim, "list_runs")) == github_actions.LIST_ATTEMPTS
+    assert github_sim.stats()["creations"] == 1
+
+
+def test_under_api_version_2026_03_10_no_return_run_details_is_sent(github_sim):
+    adapter = make_adapter(github_sim, apiVersion="2026-03-10")
+
+    result = adapter.dispatch(spec())
+
+    assert result.provider_run_id
+    assert [e["status"] for e in requests_of(github_sim, "dispatch")] == [200]
+    assert requests_of(github_sim, "list_runs") == []
+
+
+def test_the_api_version_header_is_the_configured_one(github_sim, monkeypatch):
+    seen = []
+    original = HttpClient.request
+
+    def recording(self, method, path, **kwargs):
+        seen.append((kwargs.get("headers") or {}).get("X-GitHub-Api-Version"))
+        return original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(HttpClient, "request", recording)
+    make_adapter(github_sim).dispatch(spec())
+    make_adapter(github_sim, apiVersion="2026-03-10").dispatch(spec(key="another-key"))
+
+    assert seen == ["2022-11-28", "2026-03-10"]
+
+
+def test_the_health_check_warns_when_the_run_name_lacks_the_correlation_input(github_sim):
+    github_sim.configure_workflow("agent.yml", run_name="Agent run")
+
+    health = make_adapter(github_sim).check_health()
+
+    assert health.ok
+    assert "Warning" in health.message
+    assert "run-name: ${{ inputs.ccdash_run_id }}" in health.message
 
 
 @pytest.mark.django_db
@@ -377,7 +435,7 @@ def test_logs_arrive_across_many_polls_with_no_line_twice_and_none_missing(githu
     assert collected == everything
     assert len(set(collected)) == len(collected)
     assert polls_with_output >= 3
-    assert everything[-1].endswith("Job finished with conclusion success")
+    assert everything[-1].endswith("Job finished with conclusion success\n")
 
 
 def test_log_entries_are_stdout_of_their_job(github_sim, adapter):
@@ -390,19 +448,19 @@ def test_log_entries_are_stdout_of_their_job(github_sim, adapter):
     assert {(entry.stream, entry.payload["job"]) for entry in batch.entries} == {
         ("stdout", "agent")
     }
-    assert list(batch.cursor) == ["jobs"]
+    assert sorted(batch.cursor) == ["complete", "jobs"]
 
 
 def test_a_partial_last_line_waits_until_the_job_completes(github_sim, adapter, monkeypatch):
     ref = ref_for(adapter.dispatch(spec(command="agent [sim:hold]")))
     github_sim.set_state(ref.provider_run_id, "in_progress")
-    monkeypatch.setattr(GitHubActionsAdapter, "_job_log", lambda self, job_id: "one\ntw")
+    monkeypatch.setattr(GitHubActionsAdapter, "_job_log", lambda self, job_id: ("one\ntw", False))
 
     running = adapter.fetch_logs(ref, {})
     github_sim.set_state(ref.provider_run_id, "success")
     completed = adapter.fetch_logs(ref, running.cursor)
 
-    assert [entry.text for entry in running.entries] == ["one"]
+    assert [entry.text for entry in running.entries] == ["one\n"]
     assert [entry.text for entry in completed.entries] == ["tw"]
 
 
@@ -451,13 +509,23 @@ def test_cancel_ends_canceled(github_sim, adapter):
     assert (state.provider_status_raw, state.status) == ("completed/cancelled", "canceled")
 
 
-def test_cancel_on_a_finished_run_raises_nothing_and_confirms_it_is_over(github_sim, adapter):
+def test_cancel_on_a_run_that_succeeded_is_over_but_not_accepted(github_sim, adapter):
     (run_id,) = github_sim.seed(1, "success")
 
     result = adapter.cancel(RunRef(run_id=1, provider_run_id=run_id))
 
-    assert result.confirmed is True
+    assert (result.confirmed, result.accepted) == (True, False)
     assert result.provider_status_raw == "completed/success"
+    assert [e["status"] for e in requests_of(github_sim, "cancel")] == [409]
+
+
+def test_cancel_on_a_run_already_cancelled_is_confirmed(github_sim, adapter):
+    (run_id,) = github_sim.seed(1, "cancelled")
+
+    result = adapter.cancel(RunRef(run_id=1, provider_run_id=run_id))
+
+    assert result.confirmed is True
+    assert result.provider_status_raw == "completed/cancelled"
     assert [e["status"] for e in requests_of(github_sim, "cancel")] == [409]
 
 

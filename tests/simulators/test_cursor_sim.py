@@ -160,16 +160,52 @@ def test_cancel_answers_200_then_a_terminal_run_is_not_cancellable(api):
     assert again.json()["error"]["code"] == "run_not_cancellable"
 
 
-def test_list_agents_pages_newest_first_with_branch_names(api):
-    for n in range(3):
-        create(api, branch=f"ccdash/run-{n}")
+SUMMARY_FIELDS = {"id", "name", "status", "env", "url", "createdAt", "updatedAt", "latestRunId"}
+
+
+def test_list_agents_pages_newest_first_in_the_summary_shape(api):
+    ids = [create(api, branch=f"ccdash/run-{n}")["agent"]["id"] for n in range(3)]
 
     first = api("GET", "/v1/agents", params={"limit": 2}).json()
     second = api("GET", "/v1/agents", params={"limit": 2, "cursor": first["nextCursor"]}).json()
 
-    branches = [agent["branchName"] for agent in first["items"] + second["items"]]
-    assert branches == ["ccdash/run-2", "ccdash/run-1", "ccdash/run-0"]
+    items = first["items"] + second["items"]
+    assert [item["id"] for item in items] == ids[::-1]
+    assert all(set(item) == SUMMARY_FIELDS for item in items)
+    assert {item["status"] for item in items} == {"ACTIVE"}
     assert second["nextCursor"] is None
+
+
+def test_the_full_agent_has_its_branch_and_repos(api):
+    created = create(api, branch="ccdash/run-9")
+
+    agent = api("GET", f"/v1/agents/{created['agent']['id']}").json()
+
+    assert agent["branchName"] == "ccdash/run-9"
+    assert "repos" in agent
+    assert set(agent) >= SUMMARY_FIELDS
+
+
+def test_an_unknown_last_event_id_is_invalid_last_event_id(api):
+    created = create(api)
+    path = f"/v1/agents/{created['agent']['id']}/runs/{created['run']['id']}/stream"
+
+    response = api("GET", path, headers={"Last-Event-ID": "999"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_last_event_id"
+
+
+def test_a_stream_can_be_made_unavailable_once(sim, api):
+    created = create(api)
+    path = f"/v1/agents/{created['agent']['id']}/runs/{created['run']['id']}/stream"
+    sim.configure(stream_unavailable_next=1)
+
+    first = api("GET", path)
+
+    assert first.status_code == 503
+    assert first.json()["error"]["code"] == "stream_unavailable"
+    assert api("GET", path, stream=True).status_code == 200
 
 
 def test_a_bad_list_cursor_is_a_validation_error(api):

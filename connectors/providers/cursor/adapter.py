@@ -10,13 +10,20 @@ official ``cloud-agents-openapi.yaml``):
   object ``{"id": ...}``; omitted, Cursor picks the user/team default.
 - No idempotency key. We name the agent's branch ``branchPrefix + dispatch_key``
   and find a lost create by listing agents (``GET /v1/agents?limit=&cursor=``,
-  newest first, ``{"items", "nextCursor"}``) and matching ``branchName``.
+  newest first, ``{"items", "nextCursor"}``). List items are ``AgentSummary``
+  (``id, name, status, env, url, createdAt, updatedAt, latestRunId``), without
+  ``branchName``: the full agent (``GET /v1/agents/{id}``) of each item created
+  since the run's dispatch key was stored is read and its ``branchName``
+  compared (at most ``RECOVERY_MAX_READS`` reads).
 - Run status ``CREATING``, ``RUNNING``, ``FINISHED``, ``ERROR``, ``CANCELLED``,
   ``EXPIRED`` (the last four terminal).
-- Cancel ``POST .../runs/{runId}/cancel`` → ``200 {"id"}``; a run that already
-  ended answers ``409 run_not_cancellable`` (we re-read it).
+- Cancel ``POST .../runs/{runId}/cancel`` → ``200 {"id"}`` (no status: the
+  answer itself confirms the cancel); a run that already ended answers
+  ``409 run_not_cancellable`` (we re-read it).
 - Output ``GET .../runs/{runId}/stream``: Server-Sent Events, resumable with
-  ``Last-Event-ID``; ``410 stream_expired`` after the retention window.
+  ``Last-Event-ID``; ``410 stream_expired`` after the retention window;
+  ``invalid_last_event_id`` (the server does not know our cursor) and
+  ``stream_unavailable`` (try again later) are handled in ``fetch_logs``.
 - Errors ``{"error": {"code", "message"}}``; ``429`` carries ``Retry-After``,
   which ``connectors.http``'s rate-limit gate honours for the whole endpoint.
 - Follow-up: ``POST /v1/agents/{id}/runs {"prompt": {"text"}}`` starts a new
@@ -30,9 +37,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from requests import Response
+import requests
 
 from connectors.base import (
     TERMINAL,
@@ -70,6 +78,10 @@ STREAM_BUDGET_S = 4.0
 # we lost is at most minutes old, so it is on the first page in practice.
 RECOVERY_PAGE_SIZE = 100
 RECOVERY_PAGES = 5
+RECOVERY_MAX_READS = 25
+# Clocks differ: an agent listed as created up to this long before the
+# dispatch key was stored is still a candidate.
+RECOVERY_CLOCK_SLACK_S = 300
 # Stream events that are not output: keep-alives, the model's private
 # reasoning (verbose, and not what the run did), and the end marker.
 SILENT_EVENTS = frozenset({"heartbeat", "thinking", "done"})
@@ -175,23 +187,36 @@ class CursorAdapter(HttpAdapter):
 
     def recover_dispatch(self, spec: RunSpec) -> DispatchResult | None:
         """The agent whose ``branchName`` is ours, and its latest run (we never
-        send follow-ups, so its only one); None when the first
-        ``RECOVERY_PAGES`` pages of agents hold none. Raises like any call:
-        a failed lookup must not lead to a second create."""
-        branch, page_cursor = self._branch(spec), None
+        send follow-ups, so its only one).
+
+        List items carry no branch, so the full agent of each listed item
+        created since ``spec.created_at`` (newest first) is read, at most
+        ``RECOVERY_MAX_READS`` of them. None when none matches. Raises like
+        any call: a failed lookup must not lead to a second create."""
+        branch, page_cursor, reads = self._branch(spec), None, 0
+        since = (spec.created_at - RECOVERY_CLOCK_SLACK_S) if spec.created_at else None
         for _ in range(RECOVERY_PAGES):
             params: dict[str, Any] = {"limit": RECOVERY_PAGE_SIZE}
             if page_cursor:
                 params["cursor"] = page_cursor
             page = self.call_json("GET", "/v1/agents", "agent list", params=params)
-            for agent in page.get("items") or page.get("agents") or []:
-                if isinstance(agent, dict) and _branch_of(agent) == branch:
+            for item in page.get("items") or []:
+                if not isinstance(item, dict) or not item.get("id"):
+                    continue
+                created = _epoch(item.get("createdAt"))
+                if since is not None and created is not None and created < since:
+                    return None  # newest first: everything after is older still
+                if reads >= RECOVERY_MAX_READS:
+                    return None
+                reads += 1
+                agent = self.call_json("GET", f"/v1/agents/{item['id']}", "agent read")
+                if agent.get("branchName") == branch:
                     if not agent.get("latestRunId"):
-                        raise TransientError("Cursor listed our agent without its run id")
+                        raise TransientError("Cursor shows our agent without its run id")
                     return DispatchResult(
                         provider_run_id=str(agent["latestRunId"]),
-                        provider_url=str(agent.get("url") or ""),
-                        provider_state={"agentId": str(agent.get("id")), "branchName": branch},
+                        provider_url=str(agent.get("url") or item.get("url") or ""),
+                        provider_state={"agentId": str(item["id"]), "branchName": branch},
                     )
             page_cursor = page.get("nextCursor")
             if not page_cursor:
@@ -205,8 +230,10 @@ class CursorAdapter(HttpAdapter):
         return RunState(provider_status_raw=raw, status=self.map_status(raw))
 
     def cancel(self, ref: RunRef) -> CancelResult:
-        """Ask Cursor to stop the run. 409 (already ended) → re-read the run:
-        confirmed when it is over, whatever way it ended."""
+        """Ask Cursor to stop the run. ``200 {"id"}`` confirms it (the answer
+        has no status; the run is cancelled). 409 ``run_not_cancellable``
+        (already ended): re-read the run; over, but the cancel was not
+        accepted (``accepted=False``): its status is its own outcome."""
         response = self.send("POST", f"{self._run_path(ref)}/cancel")
         if response.status_code == 409:
             state = self.poll_status(ref)
@@ -216,10 +243,7 @@ class CursorAdapter(HttpAdapter):
                 accepted=False,
             )
         self.check(response, "run cancel")
-        raw = (
-            str(self.decode(response, "run cancel").get("status") or "") if response.content else ""
-        )
-        return CancelResult(confirmed=raw == "CANCELLED", provider_status_raw=raw)
+        return CancelResult(confirmed=True, provider_status_raw="CANCELLED")
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
         """Stream events after ``cursor["lastEventId"]`` as provider log entries.
@@ -230,28 +254,41 @@ class CursorAdapter(HttpAdapter):
         never passes an event we did not return. ``{"done": true}`` (the run's
         stream ended) and ``{"expired": true}`` (``410 stream_expired``: the
         output is gone for good) in the cursor stop further requests.
+
+        ``cursor["events"]`` counts the events consumed. When the server does
+        not accept our ``Last-Event-ID`` (``invalid_last_event_id``), the
+        stream is read again from the start without it and the first
+        ``events`` events are skipped, so nothing is stored twice or lost.
+        ``stream_unavailable`` raises ``TransientError``: the cursor stays,
+        and the next fetch resumes where this one would have.
         """
         cursor = dict(cursor)
         if cursor.get("done") or cursor.get("expired"):
             return LogBatch(entries=(), cursor=cursor)
-        headers = {"Accept": "text/event-stream"}
-        if cursor.get("lastEventId"):
-            headers["Last-Event-ID"] = str(cursor["lastEventId"])
-        response = self.send(
-            "GET",
-            f"{self._run_path(ref)}/stream",
-            timeout=STREAM_TIMEOUT,
-            headers=headers,
-            stream=True,
-        )
+        response = self._open_stream(ref, cursor)
+        skip = 0
+        if _error_code(response) == "invalid_last_event_id":
+            response.close()
+            skip = int(cursor.get("events") or 0)
+            cursor.pop("lastEventId", None)
+            response = self._open_stream(ref, cursor)
         entries: list[LogEntry] = []
         try:
             if response.status_code == 410:
                 return LogBatch(entries=(), cursor={**cursor, "expired": True})
+            if _error_code(response) == "stream_unavailable":
+                raise TransientError(
+                    "Cursor stream unavailable; output is read again at the next poll",
+                    status_code=response.status_code,
+                )
             self.check(response, "run stream")
             for event in read_events(response, budget_s=STREAM_BUDGET_S):
                 if event.id is not None:
                     cursor["lastEventId"] = event.id
+                    if skip:
+                        skip -= 1
+                        continue
+                    cursor["events"] = int(cursor.get("events") or 0) + 1
                 if event.event == "done":
                     cursor["done"] = True
                 if event.event in ("done", "heartbeat"):
@@ -290,6 +327,18 @@ class CursorAdapter(HttpAdapter):
                 "agentId": str(agent_id),
                 "branchName": str(parent.provider_state.get("branchName") or ""),
             },
+        )
+
+    def _open_stream(self, ref: RunRef, cursor: Mapping[str, Any]) -> requests.Response:
+        headers = {"Accept": "text/event-stream"}
+        if cursor.get("lastEventId"):
+            headers["Last-Event-ID"] = str(cursor["lastEventId"])
+        return self.send(
+            "GET",
+            f"{self._run_path(ref)}/stream",
+            timeout=STREAM_TIMEOUT,
+            headers=headers,
+            stream=True,
         )
 
     def check_health(self) -> HealthResult:
@@ -335,7 +384,7 @@ class CursorAdapter(HttpAdapter):
         return {"Authorization": f"Basic {token}"}
 
 
-def _error_of(response: Response) -> tuple[str, str]:
+def _error_of(response: requests.Response) -> tuple[str, str]:
     """``(code, message)`` of a Cursor error body ``{"error": {"code", "message"}}``."""
     try:
         body = response.json()
@@ -347,11 +396,19 @@ def _error_of(response: Response) -> tuple[str, str]:
     return str(error.get("code") or "")[:64], str(error.get("message") or "")[:200]
 
 
-def _branch_of(agent: Mapping[str, Any]) -> str:
-    # v1 lists branchName on the agent; v0 nested it under "target".
-    target = agent.get("target")
-    nested = target.get("branchName") if isinstance(target, dict) else None
-    return str(agent.get("branchName") or nested or "")
+def _epoch(value: Any) -> float | None:
+    """Epoch seconds of an ISO-8601 timestamp; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _error_code(response: requests.Response) -> str:
+    """``error.code`` of a Cursor error answer ("" for anything else)."""
+    return _error_of(response)[0] if response.status_code >= 400 else ""
 
 
 def _log_entry(event: SseEvent) -> LogEntry:
@@ -361,7 +418,7 @@ def _log_entry(event: SseEvent) -> LogEntry:
         data = event.data
     payload = {"event": event.event, "eventId": event.id}
     if not isinstance(data, dict):
-        return LogEntry(stream="provider", text=str(data), payload=payload)
+        return LogEntry(stream="provider", text=_line(str(data)), payload=payload)
     if event.event == "status":
         text = f"Status: {data.get('status', '')}"
     elif event.event == "tool_call":
@@ -371,7 +428,12 @@ def _log_entry(event: SseEvent) -> LogEntry:
         text = f"Error {data.get('code', '')}: {data.get('message', '')}".strip()
     else:  # assistant, result and any event type added later
         text = str(data.get("text") or data.get("summary") or data.get("message") or event.data)
-    return LogEntry(stream="provider", text=text, payload=payload)
+    return LogEntry(stream="provider", text=_line(text), payload=payload)
+
+
+def _line(text: str) -> str:
+    """The text as one line, ending in a newline like every log entry."""
+    return text if text.endswith("\n") else text + "\n"
 
 
 ADAPTER = CursorAdapter

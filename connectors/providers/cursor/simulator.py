@@ -17,9 +17,11 @@ terminal). Control endpoints address runs by their ``run-…`` id.
   "run": {"id", "agentId", "status": "CREATING", "createdAt", "updatedAt"}}``;
   400 ``validation_error`` without ``prompt.text``.
 - ``GET /v1/agents?limit=&cursor=``: ``{"items", "nextCursor"}``, newest first;
-  items carry ``branchName`` (no idempotency key: a client finds the agent it
-  created by the branch name or a prompt marker).
-- ``GET /v1/agents/{id}``: the agent (execution state lives on runs).
+  items are ``AgentSummary``: exactly ``id, name, status (ACTIVE|ARCHIVED),
+  env, url, createdAt, updatedAt, latestRunId`` (no ``branchName``, no
+  ``repos``).
+- ``GET /v1/agents/{id}``: the full ``Agent`` (``repos``, ``branchName``,
+  ``autoCreatePR``, ``model`` too; execution state lives on runs).
 - ``POST /v1/agents/{id}/runs`` ``{"prompt": {"text"}}``: follow-up run,
   ``201 {"agent", "run"}``; ``409 agent_busy`` while a run is active.
 - ``GET /v1/agents/{id}/runs/{runId}``: the run; ``404 agent_not_found`` /
@@ -33,7 +35,9 @@ terminal). Control endpoints address runs by their ``run-…`` id.
   events and heartbeats, and the stream closes when the run ends or after
   option ``stream_max_seconds`` (default 2 s) so pollers are never stuck.
   Option ``stream_retention_seconds`` (default None: forever): a run that
-  ended longer ago answers ``410 stream_expired``.
+  ended longer ago answers ``410 stream_expired``. A ``Last-Event-ID`` that
+  names no event of the run answers ``400 invalid_last_event_id``; option
+  ``stream_unavailable_next`` (a count) answers ``503 stream_unavailable``.
 - ``GET /v1/agents/{id}/artifacts``: ``{"items": [{"path", "sizeBytes",
   "updatedAt"}]}`` (≤100); one summary artifact once the latest run finished.
   The v1 list key is not confirmed; ``items`` follows the agents list.
@@ -112,6 +116,7 @@ class CursorSimulator(SimulatorServer):
     default_options: ClassVar[dict[str, Any]] = {
         "stream_max_seconds": 2.0,
         "stream_retention_seconds": None,
+        "stream_unavailable_next": 0,
     }
     QUEUED_STATE = "CREATING"
     RUNNING_STATE = "RUNNING"
@@ -264,7 +269,7 @@ class CursorSimulator(SimulatorServer):
         more = offset + limit < len(agents)
         next_cursor = self._encode_cursor(offset + limit) if more else None
         return Response.json(
-            200, {"items": [self._agent_json(a) for a in page], "nextCursor": next_cursor}
+            200, {"items": [self._summary_json(a) for a in page], "nextCursor": next_cursor}
         )
 
     @staticmethod
@@ -293,19 +298,28 @@ class CursorSimulator(SimulatorServer):
     def _get_agent(self, request: SimRequest) -> Response:
         return Response.json(200, self._agent_json(self._agent(request)))
 
-    def _agent_json(self, agent: CursorAgent) -> dict[str, Any]:
+    def _summary_json(self, agent: CursorAgent) -> dict[str, Any]:
+        """``AgentSummary``: what ``GET /v1/agents`` lists, nothing more."""
         latest = self.find_run(agent.run_ids[-1])
         return {
             "id": agent.id,
             "name": agent.name,
+            "status": "ACTIVE",
+            "env": {"type": "cloud"},
             "url": f"{self.url}/agents/{agent.id}",
+            "createdAt": _iso(agent.created_at),
+            "updatedAt": _iso(latest.updated_at if latest else agent.created_at),
+            "latestRunId": agent.run_ids[-1],
+        }
+
+    def _agent_json(self, agent: CursorAgent) -> dict[str, Any]:
+        """The full ``Agent`` (``GET /v1/agents/{id}`` and create answers)."""
+        return {
+            **self._summary_json(agent),
             "repos": agent.repos,
             "branchName": agent.branch_name,
             "autoCreatePR": agent.auto_create_pr,
             "model": agent.model,
-            "latestRunId": agent.run_ids[-1],
-            "createdAt": _iso(agent.created_at),
-            "updatedAt": _iso(latest.updated_at if latest else agent.created_at),
         }
 
     # -- runs ---------------------------------------------------------------------------
@@ -361,8 +375,18 @@ class CursorSimulator(SimulatorServer):
             and self.now() - run.updated_at >= float(retention)
         ):
             raise SimError(410, "stream_expired", "Stream retention window has passed")
-        last_id = request.header("Last-Event-ID") or "0"
-        sent = int(last_id) if last_id.isdigit() else 0
+        if int(self.options["stream_unavailable_next"]) > 0:
+            self.options["stream_unavailable_next"] = (
+                int(self.options["stream_unavailable_next"]) - 1
+            )
+            raise SimError(503, "stream_unavailable", "Stream temporarily unavailable")
+        last_id = request.header("Last-Event-ID")
+        sent = 0
+        if last_id is not None:
+            known = len(self._events(run, self.now()))
+            if not last_id.isdigit() or not 0 < int(last_id) <= known:
+                raise SimError(400, "invalid_last_event_id", "Unknown Last-Event-ID")
+            sent = int(last_id)
         deadline = self.now() + float(self.options["stream_max_seconds"])
         return Response(
             200,

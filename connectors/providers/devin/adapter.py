@@ -9,13 +9,17 @@ Provider facts relied on (https://docs.devin.ai/api-reference/v1):
   ``{"session_id", "url", "is_new_session"}``. With ``idempotent: true`` and
   the prompt of an existing session, Devin answers that session with
   ``is_new_session: false``: the only provider-side dedupe we have.
-- ``GET /v1/sessions/{id}`` → ``status_enum``, ``url``, ``messages[]`` (the
-  whole transcript, no paging), ``pull_request{url}``.
+- ``GET /v1/sessions/{id}`` → ``status_enum``, ``messages[]`` (the whole
+  transcript, no paging), ``pull_request{url}``; no ``url``.
 - ``GET /v1/sessions?limit=&offset=&tags=`` → ``{"sessions": [...]}`` (newest
-  first; each with ``tags`` and ``title``).
-- ``DELETE /v1/sessions/{id}`` terminates the session (it cannot be resumed).
-  The answer for a session that already ended is unconfirmed (our simulator
-  says 409): any 4xx but 401/403/404/429 means "re-read the session".
+  first; each with ``tags`` and ``title``; no ``url`` either).
+- The session's page: the create answer's ``url`` where given, else built from
+  ``session_id`` in the same shape (``https://app.devin.ai/sessions/<id>``
+  without the ``devin-`` prefix), so a recovered or polled run keeps a link.
+- ``DELETE /v1/sessions/{id}`` terminates the session (it cannot be resumed):
+  a 2xx confirms the cancel. The answer for a session that already ended is
+  undocumented (our simulator says 409): any 4xx but 401/403/404/429 means
+  "it ended by itself", not a confirmed cancel; the session is re-read.
 - ``POST /v1/sessions/{id}/message {"message"}`` → ``{"detail"}``
   (https://docs.devin.ai/api-reference/sessions/send-a-message-to-an-existing-devin-session):
   the user's answer to a ``blocked`` session, or new work for one that
@@ -65,6 +69,7 @@ TIMEOUT: tuple[float, float] = (3.05, 10.0)
 # the lost session was created moments ago, so it is on the newest page.
 RECOVER_PAGE_SIZE = 100
 BASE_TAG = "ccdash"
+DEFAULT_APP_URL = "https://app.devin.ai"
 # Cancel answers that mean "it already ended, re-read it" (unconfirmed by Devin).
 _RAISE_ON_CANCEL = frozenset({401, 403, 404, 429})
 # Sessions that take no more messages (expired, including after our DELETE).
@@ -155,7 +160,7 @@ class DevinAdapter(HttpAdapter):
             raise InvalidResponse("Devin session creation answered without a session_id")
         return DispatchResult(
             provider_run_id=session_id,
-            provider_url=str(created.get("url") or ""),
+            provider_url=str(created.get("url") or "") or self.session_url(session_id),
             provider_state={"isNewSession": bool(created.get("is_new_session", True))},
         )
 
@@ -175,10 +180,17 @@ class DevinAdapter(HttpAdapter):
             ):
                 return DispatchResult(
                     provider_run_id=str(session["session_id"]),
-                    provider_url=str(session.get("url") or ""),
+                    provider_url=self.session_url(str(session["session_id"])),
                     provider_status_raw=_native_status(session),
                 )
         return None
+
+    def session_url(self, session_id: str) -> str:
+        """The session's page, in the shape of the create answer's ``url``:
+        Devin's web app for the public API, the endpoint itself otherwise (a
+        proxy or the simulator serves the page there)."""
+        base = DEFAULT_APP_URL if self.base_url == self.default_base_url else self.base_url
+        return f"{base}/sessions/{session_id.removeprefix('devin-')}"
 
     def _extra_tags(self) -> list[str]:
         return [t.strip() for t in str(self.settings.get("tags") or "").split(",") if t.strip()]
@@ -187,7 +199,7 @@ class DevinAdapter(HttpAdapter):
 
     def poll_status(self, ref: RunRef) -> RunState:
         """Map ``status_enum`` (None when unknown)."""
-        return self._state(self._session(ref.provider_run_id))
+        return self._state(self._session(ref.provider_run_id), ref.provider_run_id)
 
     def poll_status_with_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> RunState:
         """The session read carries its messages: the status and the messages
@@ -195,14 +207,15 @@ class DevinAdapter(HttpAdapter):
         is always handed back, even when nothing is new: it tells the
         reconciler this poll already read it (no second GET)."""
         session = self._session(ref.provider_run_id)
-        return replace(self._state(session), logs=_new_output(session, cursor))
+        state = self._state(session, ref.provider_run_id)
+        return replace(state, logs=_new_output(session, cursor))
 
-    def _state(self, session: Mapping[str, Any]) -> RunState:
+    def _state(self, session: Mapping[str, Any], session_id: str) -> RunState:
         raw = _native_status(session)
         return RunState(
             provider_status_raw=raw,
             status=self.map_status(raw),
-            provider_url=str(session.get("url") or ""),
+            provider_url=self.session_url(session_id),
         )
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
@@ -214,13 +227,14 @@ class DevinAdapter(HttpAdapter):
     def cancel(self, ref: RunRef) -> CancelResult:
         """``DELETE`` terminates synchronously: a 2xx is a confirmed cancel.
         "Already ended" (any other 4xx but 401/403/404/429) re-reads the session
-        and confirms when it is terminal; 404 → RunNotFound."""
+        and hands back its status with ``accepted=False``; 404 → RunNotFound."""
         response = self.send("DELETE", f"/v1/sessions/{ref.provider_run_id}")
         status = response.status_code
         if status >= 500 or status in _RAISE_ON_CANCEL:
             self.check(response, "session termination")
         if response.ok:
             return CancelResult(confirmed=True, provider_status_raw=self._status_quietly(ref))
+        # It ended by itself before our DELETE: report how, not a cancel.
         raw = _native_status(self._session(ref.provider_run_id))
         return CancelResult(
             confirmed=self.map_status(raw) in TERMINAL, provider_status_raw=raw, accepted=False
@@ -331,7 +345,9 @@ def _new_output(session: Mapping[str, Any], cursor: Mapping[str, Any]) -> LogBat
     pull_request = session.get("pull_request")
     pr_url = str(pull_request.get("url") or "") if isinstance(pull_request, Mapping) else ""
     if pr_url and pr_url != cursor.get("pullRequestUrl"):
-        entries.append(LogEntry("provider", f"Pull request: {pr_url}", {"pullRequestUrl": pr_url}))
+        entries.append(
+            LogEntry("provider", f"Pull request: {pr_url}\n", {"pullRequestUrl": pr_url})
+        )
         next_cursor["pullRequestUrl"] = pr_url
     return LogBatch(entries=tuple(entries), cursor=next_cursor)
 
@@ -345,7 +361,9 @@ def _message_entry(message: Mapping[str, Any]) -> LogEntry:
         for key, source in (("eventId", "event_id"), ("type", "type"), ("at", "timestamp"))
         if message.get(source)
     }
-    return LogEntry(stream, str(message.get("message") or ""), payload)
+    text = str(message.get("message") or "")
+    # A message may hold several lines; as an entry it ends with its newline.
+    return LogEntry(stream, text if text.endswith("\n") else text + "\n", payload)
 
 
 ADAPTER = DevinAdapter

@@ -11,7 +11,7 @@ labels v1 alpha; this simulator keeps to the documented fields.
   ``is_new_session: false`` and no creation is counted (the only provider-side
   dedupe among our providers). 422 (FastAPI validation shape) without a
   string ``prompt``.
-- ``GET /v1/sessions/{id}`` -> ``session_id``, ``url``, ``status``,
+- ``GET /v1/sessions/{id}`` -> ``session_id``, ``status``,
   ``status_enum``, ``title``, ``tags``, ``created_at``, ``updated_at``,
   ``snapshot_id``, ``playbook_id``, ``messages[]``, ``pull_request``,
   ``structured_output``. ``messages`` grow while the session works (one per
@@ -19,7 +19,8 @@ labels v1 alpha; this simulator keeps to the documented fields.
   ``type`` (``initial_user_message`` or ``devin_message``) and ``message``.
   ``pull_request`` (``{"url"}``) and ``structured_output`` appear once
   finished. The real ``status`` strings are undocumented; the simulator
-  mirrors ``status_enum`` there.
+  mirrors ``status_enum`` there. Session objects and list items have no
+  ``url`` (only the create answer has one).
 - ``GET /v1/sessions?limit=&offset=&tags=`` -> ``{"sessions": [...]}``, newest
   first, without messages.
 - ``DELETE /v1/sessions/{id}`` -> ``200 {"detail": "Session terminated"}``. The
@@ -283,7 +284,6 @@ class DevinSimulator(SimulatorServer):
         finished = session.state == "finished"
         return {
             "session_id": session.id,
-            "url": self._session_url(session),
             "status": session.state,
             "status_enum": session.state,
             "title": session.title,

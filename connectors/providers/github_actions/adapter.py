@@ -40,17 +40,22 @@ from connectors.errors import (
     AuthError,
     ConfigurationError,
     ConnectorError,
-    TransientError,
+    DispatchUnconfirmed,
 )
 from connectors.http_adapter import HttpAdapter
 from connectors.redaction import Redactor
 
 TIMEOUT = (3.05, 10.0)
 CORRELATION_INPUT = "ccdash_run_id"
-MAX_INPUTS = 10  # GitHub rejects a dispatch with more input properties (422)
-# A 204 dispatch is listed after a moment: look a few times before giving up.
+# The dispatch body's ``inputs`` has ``maxProperties: 25`` in GitHub's
+# description (https://docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event).
+MAX_INPUTS = 25
+# A 204 dispatch is listed after a moment: look a few times (waiting
+# LIST_RETRY_DELAY_S, 2x, 3x... in between, about 5 s in all) before giving up.
 LIST_ATTEMPTS = 5
 LIST_RETRY_DELAY_S = 0.5
+JOBS_PAGE_SIZE = 100  # the documented maximum of per_page
+JOBS_MAX_PAGES = 10
 # ``created`` lower bounds: our clock may run ahead of GitHub's.
 DISPATCH_LOOKBACK_S = 120
 RECOVERY_LOOKBACK_S = 24 * 3600
@@ -63,6 +68,13 @@ LIST_MAX_PAGES = 10
 ACTIVE_NATIVE = ("in_progress", "queued", "requested", "pending", "waiting")
 API = "https://api.github.com"
 API_VERSION = "2022-11-28"
+# From this API version on, dispatch has no ``return_run_details`` field and
+# always answers 200 with the run's details.
+RUN_DETAILS_VERSION = "2026-03-10"
+# GitHub's storage hosts for job logs (https://docs.github.com/en/actions/reference/
+# runners/self-hosted-runners#communication-between-self-hosted-runners-and-github):
+# deliberately not every *.blob.core.windows.net account, only GitHub's.
+STORAGE_HOSTS = ("*.actions.githubusercontent.com", "productionresultssa*.blob.core.windows.net")
 INPUT = r"[A-Za-z_][A-Za-z0-9_-]*"
 WORKFLOW = r"\d+|[A-Za-z0-9._-]+\.ya?ml"  # a file name or the numeric id
 
@@ -70,6 +82,7 @@ WORKFLOW = r"\d+|[A-Za-z0-9._-]+\.ya?ml"  # a file name or the numeric id
 class GitHubActionsAdapter(HttpAdapter):
     provider_id = "github_actions"
     timeout = TIMEOUT
+    storage_hosts = STORAGE_HOSTS
     label = "GitHub Actions"
     input_kind = "command"
     CAPABILITIES = Capabilities(supports_cancel=True, supports_batch_poll=True, supports_logs=True)
@@ -139,10 +152,17 @@ class GitHubActionsAdapter(HttpAdapter):
     # --- the contract ----------------------------------------------------------
 
     def dispatch(self, spec: RunSpec) -> DispatchResult:
-        """POST .../dispatches asking for the run's details (200). A 204 (older
-        servers, or one that refused ``return_run_details`` with 400/422 and was
-        asked again without it) is resolved by listing runs; a run not listed
-        after ``LIST_ATTEMPTS`` raises ``TransientError`` and is recovered later.
+        """POST .../dispatches, shaped for the configured API version: before
+        2026-03-10 with ``return_run_details: true`` (200 with the run's id);
+        from 2026-03-10 without it (the version always answers 200 with it).
+        An older server that refuses the field (400/422) is asked again
+        without it and answers 204.
+
+        A 2xx without the run's id is resolved by listing runs for the
+        correlation input in ``display_title``. Not found after
+        ``LIST_ATTEMPTS``: ``DispatchUnconfirmed``. GitHub has no idempotency
+        key, so an accepted dispatch is never sent again: the run fails and
+        the message says how to make the workflow findable (its ``run-name``).
         404 or 422 (no ``workflow_dispatch`` trigger, unknown ref or input)
         raise ``ConfigurationError``."""
         started = time.time()
@@ -153,11 +173,16 @@ class GitHubActionsAdapter(HttpAdapter):
                 self.settings.get("commandInput", "command"): spec.command,
                 CORRELATION_INPUT: spec.dispatch_key,
             },
-            "return_run_details": True,
         }
+        if not self._run_details_by_default:
+            body["return_run_details"] = True
         path = f"{self._workflow_path()}/dispatches"
         response = self.send("POST", path, json=body)
-        if response.status_code in (400, 422) and "return_run_details" in response.text:
+        if (
+            response.status_code in (400, 422)
+            and "return_run_details" in body
+            and "return_run_details" in response.text
+        ):
             del body["return_run_details"]
             response = self.send("POST", path, json=body)
         if response.status_code >= 300:
@@ -167,11 +192,16 @@ class GitHubActionsAdapter(HttpAdapter):
             return DispatchResult(str(details["workflow_run_id"]), str(details.get("html_url", "")))
         for attempt in range(LIST_ATTEMPTS):
             if attempt:
-                time.sleep(LIST_RETRY_DELAY_S)
+                time.sleep(LIST_RETRY_DELAY_S * attempt)
             found = self._find_run(spec.dispatch_key, started - DISPATCH_LOOKBACK_S, pages=1)
             if found is not None:
                 return found
-        raise TransientError("GitHub accepted the dispatch but does not list the run yet")
+        raise DispatchUnconfirmed(
+            f"GitHub accepted the dispatch but the run cannot be found: workflow {self._wf} "
+            f"must name its runs after the correlation input. Add "
+            f"`run-name: ${{{{ inputs.{CORRELATION_INPUT} }}}}` (or put that expression in "
+            "its existing run-name) and retry. The run GitHub started was not sent again."
+        )
 
     def recover_dispatch(self, spec: RunSpec) -> DispatchResult | None:
         """The run whose ``display_title`` carries ``spec.dispatch_key`` (last 24 h)."""
@@ -214,8 +244,11 @@ class GitHubActionsAdapter(HttpAdapter):
         return states
 
     def cancel(self, ref: RunRef) -> CancelResult:
-        """POST .../cancel: 202 (the run shows completed/cancelled later); 409
-        when it already completed: re-read it and say whether it is over."""
+        """POST .../cancel. 202 is not a confirmation: GitHub cancels
+        asynchronously and a job can ignore it (``if: always()``), so the
+        run is over only when it shows ``completed``. 409 (already completed):
+        re-read the run; it is over, but the cancel was not accepted
+        (``accepted=False``): its conclusion is its own outcome."""
         response = self.send("POST", f"{self._run_path(ref)}/cancel")
         if response.status_code == 409:
             state = self.poll_status(ref)
@@ -224,29 +257,56 @@ class GitHubActionsAdapter(HttpAdapter):
         return CancelResult(confirmed=False)
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
-        """New lines of each job of the latest attempt. Job logs are not
-        incremental: the whole text is read and ``cursor["jobs"][job_id]``
-        lines are skipped. A trailing partial line waits until the job
-        completes; a log not available yet (404) yields nothing."""
-        listing = self.call_json(
-            "GET",
-            f"{self._run_path(ref)}/jobs",
-            "job list",
-            params={"filter": "latest", "per_page": 100},
-        )
+        """New lines of each job of the latest attempt, each with its line
+        ending. Job logs are not incremental: the whole text is downloaded and
+        ``cursor["jobs"][job_id]`` lines are skipped. A trailing partial line
+        waits until the job completes. A completed job whose log was read is
+        listed in ``cursor["complete"]`` and never downloaded again; a log
+        not available yet (404) yields nothing. A log over
+        ``EXECUTION_MAX_OUTPUT_BYTES`` is cut there, with a provider line
+        saying so."""
         stored = {str(k): int(v) for k, v in (cursor.get("jobs") or {}).items()}
+        complete = set(cursor.get("complete") or ())
         entries: list[LogEntry] = []
-        for job in listing.get("jobs") or []:
+        for job in self._jobs(ref):
             job_id = str(job.get("id"))
-            text = self._job_log(job_id)
-            if text is None:
+            if job_id in complete:
                 continue
-            lines = _lines(text, complete_only=job.get("status") != "completed")
+            finished = job.get("status") == "completed"
+            log = self._job_log(job_id)
+            if log is None:
+                continue
+            text, truncated = log
+            lines = _LINE.findall(text)
+            if lines and not lines[-1].endswith("\n") and not (finished or truncated):
+                lines.pop()  # the job is still writing this line
             done = stored.get(job_id, 0)
             payload = {"job": str(job.get("name") or job_id)}
             entries += [LogEntry("stdout", line, payload) for line in lines[done:]]
             stored[job_id] = max(done, len(lines))
-        return LogBatch(tuple(entries), {"jobs": stored})
+            if truncated:
+                limit = _max_log_bytes()
+                notice = f"[log of job {payload['job']} cut at {limit} bytes]\n"
+                entries.append(LogEntry("provider", notice, {**payload, "truncated": True}))
+            if finished or truncated:
+                complete.add(job_id)
+        return LogBatch(tuple(entries), {"jobs": stored, "complete": sorted(complete)})
+
+    def _jobs(self, ref: RunRef) -> list[dict[str, Any]]:
+        """Every job of the latest attempt: ``per_page=100`` pages, following
+        the ``Link: rel="next"`` header (at most ``JOBS_MAX_PAGES``)."""
+        jobs: list[dict[str, Any]] = []
+        path: str | None = f"{self._run_path(ref)}/jobs"
+        params: dict[str, Any] | None = {"filter": "latest", "per_page": JOBS_PAGE_SIZE}
+        for _ in range(JOBS_MAX_PAGES):
+            if path is None:
+                break
+            response = self.call("GET", path, "job list", params=params)
+            jobs += [j for j in self.decode(response, "job list").get("jobs") or []]
+            following = response.links.get("next", {}).get("url")
+            path = following if following and self.http.same_origin(following) else None
+            params = None  # the next link carries the query
+        return jobs
 
     def check_health(self) -> HealthResult:
         """GET the repository, the workflow (exists, active) and its file
@@ -362,8 +422,14 @@ class GitHubActionsAdapter(HttpAdapter):
                 return None
         return None
 
-    def _job_log(self, job_id: str) -> str | None:
-        """A job's whole log, or None while GitHub has none to give. GitHub
+    @property
+    def _run_details_by_default(self) -> bool:
+        version = str(self.settings.get("apiVersion") or API_VERSION)
+        return version >= RUN_DETAILS_VERSION
+
+    def _job_log(self, job_id: str) -> tuple[str, bool] | None:
+        """A job's whole log and whether it was cut, or None while GitHub has
+        none to give. GitHub
         answers 302 to a signed URL on a storage host (one of
         ``storage_hosts``): it is fetched without credentials, capped at
         ``EXECUTION_MAX_OUTPUT_BYTES``."""
@@ -373,7 +439,8 @@ class GitHubActionsAdapter(HttpAdapter):
             return None
         if got.error is not None:
             self.check(got.error, "job log")
-        return got.content.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        text = got.content.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        return text, got.truncated
 
     def _check_trigger(self, path: str) -> HealthResult:
         found = f"{self._full_name} reachable, workflow {self._wf} found"
@@ -391,7 +458,23 @@ class GitHubActionsAdapter(HttpAdapter):
         # Absence of the word is conclusive; its presence (even in a comment) is trusted.
         if "workflow_dispatch" not in text:
             return HealthResult(False, f"Workflow {self._wf} has no workflow_dispatch trigger.")
+        if not _RUN_NAME.search(text):
+            return HealthResult(
+                True,
+                f"{found}, accepting workflow_dispatch. Warning: its run-name does not "
+                f"carry ${{{{ inputs.{CORRELATION_INPUT} }}}}; add `run-name: "
+                f"${{{{ inputs.{CORRELATION_INPUT} }}}}` or a run GitHub does not report "
+                "back (204, lost answer) cannot be found and fails as dispatch_unconfirmed.",
+            )
         return HealthResult(True, f"{found}, accepting workflow_dispatch.")
+
+
+# A line with its "\n" ("\r\n" stays whole), or the unterminated last one.
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+# ``run-name:`` whose value uses the correlation input (any quoting or text around it).
+_RUN_NAME = re.compile(
+    rf"^\s*run-name:.*\$\{{\{{\s*inputs\.{CORRELATION_INPUT}\s*\}}\}}", re.MULTILINE
+)
 
 
 def _max_log_bytes() -> int:
@@ -409,14 +492,6 @@ def _listed_statuses(refs: Sequence[RunRef]) -> list[str]:
 def _native_status(run: Mapping[str, Any]) -> str:
     status = str(run.get("status") or "")
     return f"completed/{run.get('conclusion') or ''}" if status == "completed" else status
-
-
-def _lines(text: str, *, complete_only: bool) -> list[str]:
-    lines = text.split("\n")
-    tail = lines.pop()  # "" when the text ends with a newline
-    if tail and not complete_only:
-        lines.append(tail)
-    return [line.removesuffix("\r") for line in lines]
 
 
 def _message(response: requests.Response) -> str:

@@ -29,10 +29,12 @@ Endpoints (``{wf}`` is a workflow file name or its numeric id):
 - ``POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches``
   ``{"ref", "inputs", "return_run_details"}``: ``200 {"workflow_run_id",
   "run_url", "html_url"}`` when ``return_run_details`` is true or the request
-  sends ``X-GitHub-Api-Version: 2026-03-10``, else ``204``. ``inputs`` holds at
-  most 10 properties (422); a workflow without the ``workflow_dispatch``
-  trigger answers 422 "Workflow does not have 'workflow_dispatch' trigger";
-  an unknown workflow 404. No idempotency: every dispatch creates a run.
+  sends ``X-GitHub-Api-Version: 2026-03-10``, else ``204``; under that version
+  the body may not carry ``return_run_details`` (422), and an unknown version
+  answers 400. ``inputs`` holds at most 25 properties (422); a workflow
+  without the ``workflow_dispatch`` trigger answers 422 "Workflow does not
+  have 'workflow_dispatch' trigger"; an unknown workflow 404. No idempotency:
+  every dispatch creates a run.
   Option ``legacy_dispatch_status`` (422 or 400) plays an older server that
   rejects the unknown ``return_run_details`` field and ignores the API
   version header (so it only ever answers 204).
@@ -48,10 +50,14 @@ Endpoints (``{wf}`` is a workflow file name or its numeric id):
   ``completed``/``cancelled`` about 0.3 s later (asynchronous). 409 "Cannot
   cancel a workflow run that is completed." once completed.
   ``POST .../force-cancel`` cancels at once (same 409).
-- ``GET .../actions/runs/{id}/jobs?filter=latest&per_page=``: one job, with
-  ``steps[]``.
+- ``GET .../actions/runs/{id}/jobs?filter=latest&per_page=&page=``: option
+  ``jobs_per_run`` jobs (default 1), each with ``steps[]``, paged with a
+  ``Link: <...>; rel="next"`` header. Runs and jobs carry every field the
+  official ``workflow-run`` and ``job`` schemas require; a job's conclusion
+  only takes the job's documented values.
 - ``GET .../actions/jobs/{job_id}/logs``: 302 to a signed ``/_blob/`` URL valid
-  60 s serving ``text/plain`` that grows while the job runs (the inputs are
+  60 s (on option ``log_redirect_base`` instead of this server when set)
+  serving ``text/plain`` that grows while the job runs (the inputs are
   echoed at start, then one timestamped line per 0.25 s of running).
 - ``GET .../actions/runs/{id}/logs``: 302 to a signed zip of the job log.
 
@@ -92,8 +98,10 @@ from connectors.simulators.base import (
 
 DOCS_URL = "https://docs.github.com/rest"
 NEW_API_VERSION = "2026-03-10"
+API_VERSIONS = frozenset({"2022-11-28", NEW_API_VERSION})
 DEFAULT_RUN_NAME = "CCDash ${{ inputs.ccdash_run_id }}"
-MAX_INPUTS = 10
+MAX_INPUTS = 25  # the dispatch body's ``inputs`` has maxProperties 25
+JOB_ID_FACTOR = 1000  # job ids are run id * 1000 + job number (1..999)
 CANCEL_DELAY_SECONDS = 0.3
 BLOB_TTL_SECONDS = 60
 LOG_LINE_SECONDS = 0.25
@@ -115,6 +123,10 @@ CONCLUSIONS = frozenset(
         "startup_failure",
     }
 )
+# A job's conclusion takes fewer values than a run's (the ``job`` schema's
+# enum): a run that could not start or went stale shows its job as failed
+# or cancelled.
+JOB_CONCLUSIONS = {"startup_failure": "failure", "stale": "cancelled"}
 _INPUT_EXPRESSION = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
 
 
@@ -153,9 +165,8 @@ class WorkflowRun(SimRun):
     def branch(self) -> str:
         return self.ref.removeprefix("refs/heads/")
 
-    @property
-    def job_id(self) -> int:
-        return int(self.id) * 10 + 1
+    def job_ids(self, count: int) -> list[int]:
+        return [int(self.id) * JOB_ID_FACTOR + n for n in range(1, count + 1)]
 
 
 def render_run_name(template: str, inputs: dict[str, Any]) -> str:
@@ -225,6 +236,11 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or wanted in tags
 
 
+def _node_id(kind: str, number: int | str) -> str:
+    """A GraphQL-style node id (opaque base64, like GitHub's legacy ids)."""
+    return base64.b64encode(f"0{len(kind)}:{kind}{number}".encode()).decode()
+
+
 def _log_time(timestamp: float) -> str:
     """GitHub's log line timestamp, e.g. ``2026-01-01T10:00:00.1234567Z``."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
@@ -245,10 +261,16 @@ class GitHubActionsSimulator(SimulatorServer):
     }
     default_options: ClassVar[dict[str, Any]] = {
         "legacy_dispatch_status": None,
+        # Plays a server that accepts ``return_run_details`` but ignores it (204).
+        "ignore_run_details": False,
         "rate_limit_status": 429,
         "ratelimit_limit": 5000,
         "enforce_rate_limit": False,
         "listing_delay_seconds": 0.0,
+        # Jobs per run (the jobs list pages them, ``per_page`` at most 100).
+        "jobs_per_run": 1,
+        # Where log downloads redirect to (a storage host); None: this server.
+        "log_redirect_base": None,
     }
     QUEUED_STATE = "queued"
     RUNNING_STATE = "in_progress"
@@ -359,6 +381,13 @@ class GitHubActionsSimulator(SimulatorServer):
             "You have exceeded a secondary rate limit. Please wait a few minutes and try again.",
             {"Retry-After": str(retry_after)},
         )
+
+    def _api_version(self, request: SimRequest) -> str:
+        """The requested API version (GitHub answers 400 for one it does not know)."""
+        version = request.header("X-GitHub-Api-Version") or "2022-11-28"
+        if version not in API_VERSIONS:
+            raise SimError(400, "invalid", f"Invalid API version: {version}")
+        return version
 
     def refuse_api_request(self, request: SimRequest) -> Response | None:
         """With ``enforce_rate_limit``: GitHub's primary-limit 403 once the
@@ -520,6 +549,14 @@ class GitHubActionsSimulator(SimulatorServer):
         workflow = self._workflow(request)
         body = request.json_object()
         legacy_status = self.options["legacy_dispatch_status"]
+        new_api = self._api_version(request) == NEW_API_VERSION and not legacy_status
+        if new_api and "return_run_details" in body:
+            # The 2026-03-10 request body does not declare the field.
+            raise SimError(
+                422,
+                "invalid",
+                'Invalid request.\n\n"return_run_details" is not a permitted key.',
+            )
         if legacy_status and "return_run_details" in body:
             raise SimError(
                 int(legacy_status),
@@ -535,8 +572,8 @@ class GitHubActionsSimulator(SimulatorServer):
             owner, repo, workflow, ref, inputs, self.script_for(text), self.now()
         )
         self.count_creation()
-        new_api = request.header("X-GitHub-Api-Version") == NEW_API_VERSION and not legacy_status
-        if body.get("return_run_details") is True or new_api:
+        wants_details = body.get("return_run_details") is True
+        if (wants_details and not self.options["ignore_run_details"]) or new_api:
             return Response.json(
                 200,
                 {
@@ -633,10 +670,19 @@ class GitHubActionsSimulator(SimulatorServer):
         return Response.json(200, self._run_json(self._run(request)))
 
     def _run_json(self, run: WorkflowRun) -> dict[str, Any]:
+        """A ``workflow-run`` with every field the official schema requires."""
         api_url = self._run_api_url(run)
+        repo_api = f"{self.url}/repos/{run.owner}/{run.repo}"
+        repository = self._repository_json(run.owner, run.repo)
         return {
             "id": int(run.id),
             "name": run.workflow.name,
+            "node_id": _node_id("WorkflowRun", run.id),
+            "check_suite_id": int(run.id) + 1,
+            "check_suite_node_id": _node_id("CheckSuite", int(run.id) + 1),
+            "head_branch": run.branch,
+            "head_sha": run.head_sha,
+            "path": f".github/workflows/{run.workflow.file}",
             "display_title": run.display_title,
             "run_number": run.number,
             "run_attempt": 1,
@@ -644,17 +690,47 @@ class GitHubActionsSimulator(SimulatorServer):
             "status": run.status,
             "conclusion": run.conclusion,
             "workflow_id": run.workflow.id,
-            "path": f".github/workflows/{run.workflow.file}",
-            "head_branch": run.branch,
-            "head_sha": run.head_sha,
             "url": api_url,
             "html_url": self._run_html_url(run),
-            "jobs_url": f"{api_url}/jobs",
-            "logs_url": f"{api_url}/logs",
-            "cancel_url": f"{api_url}/cancel",
+            "pull_requests": [],
             "created_at": iso(run.created_at),
             "updated_at": iso(run.updated_at),
             "run_started_at": iso(run.created_at),
+            "jobs_url": f"{api_url}/jobs",
+            "logs_url": f"{api_url}/logs",
+            "check_suite_url": f"{repo_api}/check-suites/{int(run.id) + 1}",
+            "artifacts_url": f"{api_url}/artifacts",
+            "cancel_url": f"{api_url}/cancel",
+            "rerun_url": f"{api_url}/rerun",
+            "previous_attempt_url": None,
+            "workflow_url": f"{repo_api}/actions/workflows/{run.workflow.id}",
+            "head_commit": {
+                "id": run.head_sha,
+                "tree_id": hashlib.sha1(run.head_sha.encode(), usedforsecurity=False).hexdigest(),
+                "message": "Simulated commit",
+                "timestamp": iso(run.created_at),
+                "author": {"name": "CCDash Simulator", "email": "sim@ccdash.invalid"},
+                "committer": {"name": "CCDash Simulator", "email": "sim@ccdash.invalid"},
+            },
+            "repository": repository,
+            "head_repository": repository,
+            "head_repository_id": repository["id"],
+        }
+
+    def _repository_json(self, owner: str, repo: str) -> dict[str, Any]:
+        """The ``minimal-repository`` fields a run needs (id, names, owner, urls)."""
+        full_name = f"{owner}/{repo}"
+        repo_id = int(hashlib.sha256(full_name.lower().encode()).hexdigest()[:8], 16)
+        return {
+            "id": repo_id,
+            "node_id": _node_id("Repository", repo_id),
+            "name": repo,
+            "full_name": full_name,
+            "owner": {"login": owner, "id": 1, "type": "Organization"},
+            "private": True,
+            "html_url": f"{self.url}/{full_name}",
+            "url": f"{self.url}/repos/{full_name}",
+            "fork": False,
         }
 
     def _run_api_url(self, run: WorkflowRun) -> str:
@@ -688,35 +764,67 @@ class GitHubActionsSimulator(SimulatorServer):
     # -- jobs and logs ----------------------------------------------------------------------
 
     def _list_jobs(self, request: SimRequest) -> Response:
+        """The run's jobs, paged (``per_page`` ≤ 100, ``page``) with a ``Link``
+        header naming the next page, as GitHub's paginated lists do."""
         run = self._run(request)
         per_page = request.int_arg("per_page", 30)
-        jobs = [self._job_json(run)][:per_page]
-        return Response.json(200, {"total_count": 1, "jobs": jobs})
+        page = request.int_arg("page", 1, high=10_000)
+        ids = run.job_ids(int(self.options["jobs_per_run"]))
+        selected = ids[(page - 1) * per_page : page * per_page]
+        response = Response.json(
+            200, {"total_count": len(ids), "jobs": [self._job_json(run, i) for i in selected]}
+        )
+        if page * per_page < len(ids):
+            base = f"{self._run_api_url(run)}/jobs"
+            query = f"per_page={per_page}&page={page + 1}"
+            if request.arg("filter"):
+                query = f"filter={request.arg('filter')}&{query}"
+            response.headers["Link"] = f'<{base}?{query}>; rel="next"'
+        return response
 
-    def _job_json(self, run: WorkflowRun) -> dict[str, Any]:
+    def _job_json(self, run: WorkflowRun, job_id: int) -> dict[str, Any]:
+        """A ``job`` with every field the official schema requires; its
+        conclusion only takes the job's documented values."""
         started = run.first_entry(self.RUNNING_STATE)
         completed = run.updated_at if run.status == "completed" else None
+        conclusion = run.conclusion
+        conclusion = JOB_CONCLUSIONS.get(conclusion, conclusion) if conclusion else None
+        status = run.status if run.status in ("queued", "in_progress", "completed") else "queued"
+        assigned = started is not None
         return {
-            "id": run.job_id,
+            "id": job_id,
             "run_id": int(run.id),
+            "run_url": self._run_api_url(run),
             "run_attempt": 1,
-            "name": JOB_NAME,
-            "status": run.status,
-            "conclusion": run.conclusion,
+            "node_id": _node_id("CheckRun", job_id),
+            "head_sha": run.head_sha,
+            "url": f"{self.url}/repos/{run.owner}/{run.repo}/actions/jobs/{job_id}",
+            "html_url": f"{self._run_html_url(run)}/job/{job_id}",
+            "status": status,
+            "conclusion": conclusion,
             "created_at": iso(run.created_at),
             "started_at": iso(started if started is not None else run.created_at),
             "completed_at": iso(completed) if completed is not None else None,
-            "head_branch": run.branch,
-            "run_url": self._run_api_url(run),
-            "url": f"{self.url}/repos/{run.owner}/{run.repo}/actions/jobs/{run.job_id}",
-            "html_url": f"{self._run_html_url(run)}/job/{run.job_id}",
+            "name": self._job_name(run, job_id),
+            "steps": self._job_steps(conclusion, started, completed),
+            "check_run_url": f"{self.url}/repos/{run.owner}/{run.repo}/check-runs/{job_id}",
             "labels": ["ubuntu-latest"],
-            "steps": self._job_steps(run, started, completed),
+            "runner_id": 1 if assigned else None,
+            "runner_name": "GitHub Actions 1" if assigned else None,
+            "runner_group_id": 1 if assigned else None,
+            "runner_group_name": "GitHub Actions" if assigned else None,
+            "workflow_name": run.workflow.name,
+            "head_branch": run.branch,
         }
 
     @staticmethod
+    def _job_name(run: WorkflowRun, job_id: int) -> str:
+        number = job_id - int(run.id) * JOB_ID_FACTOR
+        return JOB_NAME if number == 1 else f"{JOB_NAME}-{number}"
+
+    @staticmethod
     def _job_steps(
-        run: WorkflowRun, started: float | None, completed: float | None
+        conclusion: str | None, started: float | None, completed: float | None
     ) -> list[dict[str, Any]]:
         if started is None:
             return []
@@ -729,7 +837,7 @@ class GitHubActionsSimulator(SimulatorServer):
             return [*steps, step(2, "Run ccdash agent", "in_progress", None)]
         return [
             *steps,
-            step(2, "Run ccdash agent", "completed", run.conclusion),
+            step(2, "Run ccdash agent", "completed", conclusion),
             step(3, "Complete job", "completed", "success"),
         ]
 
@@ -739,16 +847,23 @@ class GitHubActionsSimulator(SimulatorServer):
         run = self._run_for_job(job_id)
         if run is None:
             raise SimError(404, "not_found", "Not Found")
-        return Response.redirect(self.presign(f"/_blob/jobs/{job_id}/log.txt", BLOB_TTL_SECONDS))
+        signed = self.presign(f"/_blob/jobs/{job_id}/log.txt", BLOB_TTL_SECONDS)
+        elsewhere = self.options["log_redirect_base"]
+        if elsewhere:
+            signed = str(elsewhere).rstrip("/") + signed.removeprefix(self.url)
+        return Response.redirect(signed)
 
     def _run_logs(self, request: SimRequest) -> Response:
         run = self._run(request)
         return Response.redirect(self.presign(f"/_blob/runs/{run.id}/logs.zip", BLOB_TTL_SECONDS))
 
     def _run_for_job(self, job_id: str) -> WorkflowRun | None:
-        if not job_id.isdigit() or int(job_id) % 10 != 1:
+        if not job_id.isdigit():
             return None
-        run = self.find_run(str(int(job_id) // 10))
+        run_id, number = divmod(int(job_id), JOB_ID_FACTOR)
+        if not 1 <= number <= int(self.options["jobs_per_run"]):
+            return None
+        run = self.find_run(str(run_id))
         return run if isinstance(run, WorkflowRun) else None
 
     def _job_log_blob(self, request: SimRequest) -> Response:
