@@ -489,7 +489,7 @@ def test_a_follow_up_on_a_finished_devin_session_messages_the_same_session(
     assert stored(first["id"]).status == "succeeded"
     # The follow-up's log continues the session's transcript, without repeating it.
     texts = [e.text for e in RunEvent.objects.filter(run_id=new.pk, event_type="output")]
-    assert "Now bump the version" in texts
+    assert "Now bump the version\n" in texts  # entries keep their line ending
     assert not any("Fix the build" in text for text in texts)
 
 
