@@ -111,7 +111,11 @@ def runs_page(request: HttpRequest) -> HttpResponse:
             can_launch=role_allows(project.caller_role, Action.CREATE_RUN),
         )
     if request.GET.get("fragment") == "rows":
-        return render(request, "execution/_run_rows.html", common(request, **context))
+        rendered = common(request, **context)
+        response = render(request, "execution/_run_rows.html", rendered)
+        # The header's counter follows the list without another request.
+        response["X-Pending-Approvals"] = str(rendered["pending_approvals"])
+        return response
     return render(request, "execution/runs.html", common(request, **context))
 
 

@@ -111,6 +111,9 @@ def test_pending_approvals_counter_for_approvers(project, operator, approver):
     RunFactory(project=project, created_by=operator, status="awaiting_approval")
     assert "1 awaiting approval" in browser_for(approver).get("/").content.decode()
     assert "awaiting approval</a>" not in browser_for(operator).get("/").content.decode()
+    # the list's refresh carries the counter too
+    rows = browser_for(approver).get(f"/?projectId={project.pk}&fragment=rows")
+    assert rows["X-Pending-Approvals"] == "1"
 
 
 def test_run_page_shows_every_detail(project, operator, approver):

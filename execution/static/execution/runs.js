@@ -214,6 +214,22 @@
     });
   }
 
+  function updatePending(value) {
+    const count = Number(value || 0);
+    let badge = $("pending-approvals");
+    if (!count) { if (badge) badge.remove(); return; }
+    if (!badge) {
+      badge = el("a", null, "pending");
+      badge.id = "pending-approvals";
+      badge.href = `/?awaitingMyApproval=1&projectId=${projectId}`;
+      badge.title = "Runs waiting for your approval";
+      const who = document.querySelector("header .who");
+      if (who) who.before(badge);
+    }
+    const text = `${count} awaiting approval`;
+    if (badge.textContent !== text) { badge.textContent = text; announce(text); }
+  }
+
   async function refreshList() {
     if (!list || document.hidden) return;
     const params = new URLSearchParams(list.dataset.query);
@@ -223,6 +239,7 @@
     if (response.redirected && new URL(response.url).pathname.startsWith("/login")) { WB.toLogin(); return; }
     if (!response.ok) return;
     const html = await response.text();
+    updatePending(response.headers.get("X-Pending-Approvals"));
     const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("tr[data-run]");
     const focusedRun = focused ? focused.dataset.run : null;
     const template = document.createElement("template");
