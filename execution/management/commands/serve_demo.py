@@ -95,8 +95,8 @@ class Command(BaseCommand):
             base = f"http://{host}:{port}"
             self.stdout.write(
                 self.style.SUCCESS("\nCCDash Connectors is running (Ctrl-C stops everything):")
-                + f"\n  workbench  {base}/"
-                f"\n  admin      {base}/admin/   login: {info.username} / {info.password}"
+                + f"\n  workbench  {base}/   login: {info.username} / {info.password}"
+                f"\n  admin      {base}/admin/"
                 f"\n  API docs   {base}/api/docs/"
                 f"\n  metrics    {base}/metrics"
                 f"\n  providers  local, {', '.join(info.providers)} (simulated on 127.0.0.1)"
