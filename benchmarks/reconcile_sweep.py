@@ -257,6 +257,8 @@ def setup_django(db_path: Path) -> bool:
     # A throwaway database: throwaway keys (the public defaults refuse to start).
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("FERNET_KEYS", secrets.token_urlsafe(32))
+    # The simulators listen on loopback: the platform operator's allowlist.
+    os.environ.setdefault("CONNECTORS_ALLOWED_HOSTS", "127.0.0.1")
     own = not os.environ.get("DATABASE_URL")
     if own:
         db_path.parent.mkdir(parents=True, exist_ok=True)
