@@ -151,7 +151,12 @@
         location.assign(`/runs/${run.id}`);
         return;
       }
-      announce(`${button.textContent.trim()}: done. Run #${runId} is ${run ? run.status : status}`);
+      if (action === "cancel" && run && run.cancelConfirmed === false) {
+        // Never "ok" for a cancel the provider has not accepted.
+        announce(`Cancel sent for run #${runId}; the provider has not confirmed it yet${run.cancelError ? `: ${run.cancelError}` : ""}`);
+      } else {
+        announce(`${button.textContent.trim()}: done. Run #${runId} is ${run ? run.status : status}`);
+      }
       if (run && run.status) onRun(run); else await reloadDetails();
       if (finished && run && run.status && !["succeeded", "failed", "canceled", "blocked"].includes(run.status)) {
         finished = false;
