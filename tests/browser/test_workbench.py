@@ -379,8 +379,13 @@ def test_a_waiting_agent_run_takes_a_reply_and_a_finished_one_a_follow_up(
     expect(page.locator("#reply-text")).to_be_visible(timeout=10_000)
     page.fill("#reply-text", "Use the fixture in conftest.py")
     page.click("[data-action=messages]")
+    deadline = time.monotonic() + 10
+    while not any(
+        r["method"] == "POST" and r["path"].endswith("/message") for r in devin_sim.request_log()
+    ):
+        assert time.monotonic() < deadline, "the reply never reached Devin"
+        time.sleep(0.1)
     expect(page.locator("#action-error")).to_have_text("")
-    expect(page.locator("#announce")).to_contain_text("done", timeout=10_000)
 
     page.goto(f"{live_server.url}/")
     cursor_id = launch(page, "cursor", "Add a README section")
