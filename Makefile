@@ -45,6 +45,7 @@ fuzz: install
 bench: install
 	$(BIN)/python -m benchmarks.reconcile_sweep
 	$(BIN)/python -m benchmarks.api_list
+	$(BIN)/python -m benchmarks.web_serving
 	$(BIN)/python -m benchmarks.api_budget
 
 clean:
