@@ -24,6 +24,7 @@ from connectors.endpoints import origin_of
 from connectors.errors import ConfigurationError
 from connectors.models import HealthStatus, ProviderCircuit, ProviderConfig, ProviderCredential
 from connectors.registry import LOCAL_PROVIDER_ID, REGISTRY
+from connectors.webhooks import WEBHOOK_SOURCES, webhook_url
 
 HEALTH_COLOURS = {
     HealthStatus.HEALTHY: "#2e7d32",
@@ -207,7 +208,19 @@ class ProviderConfigAdmin(admin.ModelAdmin):
         if obj is not None:
             # Another provider would need other settings and credentials: make a new config.
             fields = ["project", "provider_id", *fields]
+            if obj.provider_id in WEBHOOK_SOURCES:
+                fields += ["webhook_url", "last_webhook_at"]
         return fields
+
+    @admin.display(description="Webhook URL")
+    def webhook_url(self, config: ProviderConfig) -> str:
+        """What to paste into the provider's webhook settings (with the
+        webhook secret credential as its secret)."""
+        return webhook_url(getattr(self, "_request", None), config) or "-"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        self._request = request  # the webhook URL is absolute: it needs the host
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_inline_instances(self, request, obj: ProviderConfig | None = None):
         # Which secret inputs to show depends on the provider: save the config first.

@@ -37,6 +37,10 @@ class ProviderConfig(models.Model):
     )
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_message = models.TextField(blank=True, default="")
+    # Providers that sign webhooks (GitHub): the unguessable id in the URL the
+    # provider posts to, and when the last verified delivery arrived.
+    webhook_id = models.CharField(max_length=64, unique=True, null=True, blank=True, default=None)
+    last_webhook_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -126,3 +130,27 @@ class ProviderBudget(models.Model):
 
     def __str__(self) -> str:
         return f"budget {self.provider_id} {self.token_key[:8]}: {self.remaining}/{self.limit}"
+
+
+class WebhookDelivery(models.Model):
+    """A verified webhook delivery, kept to answer a re-delivery of the same id
+    as a no-op and to hand the work to a task (the payload is read from here,
+    so a task lost by the broker is redone from the database)."""
+
+    config = models.ForeignKey(
+        ProviderConfig, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    delivery_id = models.CharField(max_length=100)
+    event = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["config", "delivery_id"], name="unique_delivery")
+        ]
+        indexes = [models.Index(fields=["received_at"], name="delivery_received")]
+
+    def __str__(self) -> str:
+        return f"{self.event} delivery {self.delivery_id}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -19,6 +20,7 @@ from connectors.configs import masked_credentials
 from connectors.models import ProviderConfig
 from connectors.registry import LOCAL_PROVIDER_ID
 from connectors.services import health_view
+from connectors.webhooks import webhook_url
 from execution.sandbox_config import current_sandbox
 
 # --- requests ---------------------------------------------------------------------
@@ -129,6 +131,16 @@ class ProviderSerializer(serializers.Serializer):
     secretFields = ConfigFieldSerializer(many=True)
     health = HealthSerializer()
     credentials = MaskedCredentialsSerializer()
+    webhookUrl = serializers.CharField(
+        allow_null=True,
+        help_text="Providers that sign webhooks (GitHub Actions): the absolute URL to paste "
+        "into the repository's webhook settings, with the content type application/json and "
+        "the webhookSecret credential as its secret; null for the others or before the "
+        "provider is configured.",
+    )
+    lastWebhookAt = serializers.DateTimeField(
+        allow_null=True, help_text="When the last verified webhook delivery arrived."
+    )
     sandbox = serializers.ChoiceField(
         choices=["bwrap", "none", "unavailable"],
         allow_null=True,
@@ -167,6 +179,7 @@ def provider_view(
     cls: type[ProviderAdapter],
     config: ProviderConfig | None,
     default_provider_id: str,
+    request: HttpRequest | None = None,
 ) -> dict[str, Any]:
     """One entry of ``GET providers``: declared metadata, stored config, health
     and masked credential status. Never a credential value."""
@@ -191,5 +204,7 @@ def provider_view(
         "secretFields": [field_view(f) for f in cls.secret_fields],
         "health": health_view(config),
         "credentials": credentials,
+        "webhookUrl": webhook_url(request, config),
+        "lastWebhookAt": config.last_webhook_at if config else None,
         "sandbox": current_sandbox().mode if is_local else None,
     }

@@ -71,13 +71,13 @@ def project_from(request: Request, data, action: Action) -> Project:
     return get_project_for(request.user, ref.validated_data["projectId"], action)
 
 
-def provider_entry(cls: type[ProviderAdapter], project: Project) -> dict:
+def provider_entry(cls: type[ProviderAdapter], project: Project, request=None) -> dict:
     config = (
         ProviderConfig.objects.filter(project=project, provider_id=cls.provider_id)
         .select_related("credential")
         .first()
     )
-    return provider_view(cls, config, services.effective_default_provider_id(project))
+    return provider_view(cls, config, services.effective_default_provider_id(project), request)
 
 
 class ProviderListView(APIView):
@@ -98,7 +98,10 @@ class ProviderListView(APIView):
         default_id = services.effective_default_provider_id(project)
         ordered = sorted(REGISTRY.values(), key=lambda cls: cls.provider_id != LOCAL_PROVIDER_ID)
         return Response(
-            [provider_view(cls, configs.get(cls.provider_id), default_id) for cls in ordered]
+            [
+                provider_view(cls, configs.get(cls.provider_id), default_id, request)
+                for cls in ordered
+            ]
         )
 
 
@@ -152,7 +155,7 @@ class ProviderConfigView(APIView):
                 exc.message,
                 {"settings": exc.field_errors},
             ) from None
-        return Response(provider_entry(cls, project))
+        return Response(provider_entry(cls, project, request))
 
 
 class ProviderCredentialsView(APIView):

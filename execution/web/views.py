@@ -166,7 +166,9 @@ def settings_page(request: HttpRequest, project_id: int) -> HttpResponse:
     }
     default_id = effective_default_provider_id(project)
     ordered = sorted(REGISTRY.values(), key=lambda cls: cls.provider_id != LOCAL_PROVIDER_ID)
-    providers = [provider_view(cls, configs.get(cls.provider_id), default_id) for cls in ordered]
+    providers = [
+        provider_view(cls, configs.get(cls.provider_id), default_id, request) for cls in ordered
+    ]
     return render(
         request,
         "execution/settings.html",

@@ -98,7 +98,12 @@ class GitHubActionsAdapter(HttpAdapter):
         ConfigField("extraInputs", "Extra inputs (name: value)", "object"),
         ConfigField("apiVersion", "API version", default=API_VERSION, pattern=r"\d{4}-\d{2}-\d{2}"),
     )
-    secret_fields = (ConfigField("token", "Token", required=True),)
+    secret_fields = (
+        ConfigField("token", "Token", required=True),
+        # The secret GitHub signs webhook deliveries with (X-Hub-Signature-256):
+        # set it here and in the repository's webhook (workflow_run, workflow_job).
+        ConfigField("webhookSecret", "Webhook secret"),
+    )
     # Native status, or "completed/<conclusion>". Decisions beyond the docs:
     # - waiting → waiting: a deployment environment waits for a reviewer, a
     #   person must act (as Devin's "blocked"); it can follow in_progress, which

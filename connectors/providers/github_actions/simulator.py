@@ -78,9 +78,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import io
+import json
+import random
 import re
+import urllib.request
+import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -227,6 +233,29 @@ def created_filter(expression: str) -> tuple[float, float]:
     )
 
 
+def _delivery_headers(event: str, secret: str, body: bytes) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/sim",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-GitHub-Hook-ID": "1",
+        "X-Hub-Signature-256": f"sha256={digest}",
+    }
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    if not url.startswith(("http://", "https://")):
+        return 0
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status)
+    except OSError:  # an unreachable receiver loses the delivery, as with GitHub
+        return 0
+
+
 def _matches(if_none_match: str | None, etag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (weak comparison)."""
     if not if_none_match:
@@ -271,6 +300,14 @@ class GitHubActionsSimulator(SimulatorServer):
         "jobs_per_run": 1,
         # Where log downloads redirect to (a storage host); None: this server.
         "log_redirect_base": None,
+        # Webhooks: where deliveries go, the secret they are signed with, and
+        # the faults a delivery path has (every Nth sent twice or lost, each
+        # batch in shuffled order).
+        "webhook_url": None,
+        "webhook_secret": "",
+        "webhook_duplicate_every": 0,
+        "webhook_drop_every": 0,
+        "webhook_shuffle": False,
     }
     QUEUED_STATE = "queued"
     RUNNING_STATE = "in_progress"
@@ -297,6 +334,8 @@ class GitHubActionsSimulator(SimulatorServer):
         self._counted = 0
         self._not_modified = 0
         self._rate_limited = 0
+        self._webhook_seen: dict[str, int] = {}
+        self._webhook_count = 0
 
     def configure_workflow(
         self,
@@ -339,6 +378,7 @@ class GitHubActionsSimulator(SimulatorServer):
         router.add("GET", "/_blob/jobs/{job_id}/log.txt", self._job_log_blob, "blob", api=False)
         router.add("GET", "/_blob/runs/{run_id}/logs.zip", self._run_logs_blob, "blob", api=False)
         router.add("GET", "/_sim/workflows", self._http_workflows, "_sim", api=False)
+        router.add("POST", "/_sim/webhooks/deliver", self._http_deliver, "_sim", api=False)
         router.add("POST", "/_sim/workflows", self._http_configure_workflow, "_sim", api=False)
 
     # -- provider hooks --------------------------------------------------------------
@@ -903,6 +943,84 @@ class GitHubActionsSimulator(SimulatorServer):
                 f"{_log_time(run.updated_at)} Job finished with conclusion {run.conclusion}"
             )
         return "\n".join(lines) + "\n"
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def pending_deliveries(self) -> list[tuple[bytes, dict[str, str]]]:
+        """Signed ``workflow_run`` deliveries (and ``workflow_job`` ones when a
+        job starts or ends) for every status change since the last call, as
+        GitHub would send them: ``(body, headers)``, oldest first."""
+        secret = str(self.options["webhook_secret"] or "")
+        out: list[tuple[bytes, dict[str, str]]] = []
+        with self._lock:
+            for run in self.iter_runs():
+                if not isinstance(run, WorkflowRun):
+                    continue
+                seen = self._webhook_seen.get(run.id, 0)
+                for state, at in run.history[seen:]:
+                    for event, payload in self._events_for(run, state, at):
+                        body = json.dumps(payload, separators=(",", ":")).encode()
+                        out.append((body, _delivery_headers(event, secret, body)))
+                self._webhook_seen[run.id] = len(run.history)
+        return out
+
+    def deliver_webhooks(
+        self, send: Callable[[str, bytes, dict[str, str]], Any] | None = None
+    ) -> int:
+        """Send the pending deliveries to ``webhook_url`` (``send`` replaces the
+        HTTP POST, e.g. a test client), with the configured faults: every Nth
+        dropped or sent twice (same delivery id), batches shuffled. Returns how
+        many requests were sent."""
+        url = self.options["webhook_url"]
+        deliveries = self.pending_deliveries()
+        if not url and send is None:
+            return 0
+        if self.options["webhook_shuffle"]:
+            random.shuffle(deliveries)
+        drop = int(self.options["webhook_drop_every"] or 0)
+        twice = int(self.options["webhook_duplicate_every"] or 0)
+        sender = send or _post
+        sent = 0
+        for body, headers in deliveries:
+            self._webhook_count += 1
+            if drop and self._webhook_count % drop == 0:
+                continue
+            for _ in range(2 if twice and self._webhook_count % twice == 0 else 1):
+                sender(str(url or ""), body, headers)
+                sent += 1
+        return sent
+
+    def _events_for(
+        self, run: WorkflowRun, state: str, at: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        status = "completed" if state in CONCLUSIONS else state
+        action = {"queued": "requested", "in_progress": "in_progress"}.get(status, status)
+        data = {
+            **self._run_json(run),
+            "status": status,
+            "conclusion": state if state in CONCLUSIONS else None,
+            "updated_at": iso(at),
+        }
+        repository = {"full_name": f"{run.owner}/{run.repo}", "name": run.repo}
+        events = [
+            (
+                "workflow_run",
+                {"action": action, "workflow_run": data, "repository": repository},
+            )
+        ]
+        if status in ("in_progress", "completed"):
+            job = {
+                **self._job_json(run),
+                "status": status,
+                "conclusion": data["conclusion"],
+            }
+            events.append(
+                ("workflow_job", {"action": action, "workflow_job": job, "repository": repository})
+            )
+        return events
+
+    def _http_deliver(self, request: SimRequest) -> Response:
+        return Response.json(200, {"sent": self.deliver_webhooks()})
 
     # -- control ----------------------------------------------------------------------------
 
