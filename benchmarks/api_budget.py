@@ -67,6 +67,7 @@ QUOTA = 5000
 TARGET_P95_S = 30.0
 HARD_LIMIT_S = 1500.0
 LOG_LINE_S = 15.0
+DEBUG_UNSEEN = bool(__import__("os").environ.get("BENCH_DEBUG_UNSEEN"))
 SETTINGS = {"owner": "ccdash", "repo": "demo", "workflow": "agent.yml", "ref": "main"}
 CANONICAL = {
     "queued": "queued",
@@ -187,6 +188,7 @@ def new_run_row(
 ):
     from execution.models import Run
 
+    fetched_at = datetime.fromtimestamp(fetched, UTC) if fetched else None
     return Run(
         project=project,
         command="benchmark: a followed run",
@@ -197,8 +199,9 @@ def new_run_row(
         provider_run_id=sim_run.id,
         provider_url=f"{sim_run.owner}/{sim_run.repo}/actions/runs/{sim_run.id}",
         provider_status_raw=raw,
-        log_cursor=dict(cursor or {}),
-        logs_fetched_at=datetime.fromtimestamp(fetched, tz=UTC) if fetched else None,
+        log_cursor=cursor or {},
+        logs_fetched_at=fetched_at,
+        last_reconciled_at=fetched_at,
         dispatch_key=uuid.uuid4().hex,
         sync_status="in_sync",
         next_reconcile_at=due_at,
@@ -273,10 +276,11 @@ def simulate(args: argparse.Namespace, mode: str) -> Outcome:
             if args.quota:
                 sim.configure(enforce_rate_limit=True, ratelimit_limit=args.quota)
             project = create_project(sim, sim.default_token)
-            rows = []
+            rows, created_times = [], []
             with sim._lock:
                 for _ in range(args.runs):
                     created, steps = workload.initial_script()
+                    created_times.append(created)
                     sim_run = sim.seed_run(steps, created, **_repo())
                     heapq.heappush(workload.endings, Ending(script_end(created, steps), sim_run.id))
                     offset = rng.uniform(0, 5)
@@ -290,11 +294,17 @@ def simulate(args: argparse.Namespace, mode: str) -> Outcome:
                             status="running",
                             raw="in_progress",
                             due_at=datetime.fromtimestamp(start + offset, UTC),
-                            fetched=start + offset - 10,
+                            fetched=start,
                             cursor=cursor,
                         )
                     )
+            for row, created in zip(rows, created_times, strict=True):
+                # Dispatched when the provider's run was created, not now.
+                row.created_at = datetime.fromtimestamp(created, UTC)
             Run.objects.bulk_create(rows, batch_size=500)
+            for row, created in zip(rows, created_times, strict=True):
+                row.created_at = datetime.fromtimestamp(created, UTC)
+            Run.objects.bulk_update(rows, ["created_at"], batch_size=500)
             Run.objects.filter(project=project).update(started_at=clock.datetime())
             with Reconciler() as reconciler:
                 now = start
@@ -398,6 +408,8 @@ def measure_freshness(
             caught = next((t for t, r in ours if r >= rank and t >= at), None)
             if caught is None:
                 unseen += 1
+                if DEBUG_UNSEEN:
+                    print(f"  unseen: run {run_id} {state} at {at - end:+.1f}s; ours {ours}")
             else:
                 freshness.append(caught - at)
     return freshness, unseen, changes

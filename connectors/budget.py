@@ -27,6 +27,7 @@ import hashlib
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -39,6 +40,11 @@ RESERVE_SHARE = 0.02
 # Two observations whose reset times differ by less than this are one window
 # (GitHub's reset is whole seconds; clocks and rounding differ a little).
 SAME_WINDOW_S = 5.0
+# Spend-rate measurement: observations kept per token (one a second at most),
+# over how long, and the shortest span that gives a rate.
+HISTORY = 256
+SPEND_HORIZON_S = 180.0
+SPEND_MIN_SPAN_S = 30.0
 
 
 def token_key(credential: str) -> str:
@@ -121,6 +127,7 @@ class BudgetBook:
         self._lock = threading.Lock()
         self._budgets: dict[tuple[str, str], Budget] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._history: dict[tuple[str, str], deque[Budget]] = {}
         self._clock = clock
 
     def now(self) -> float:
@@ -131,6 +138,31 @@ class BudgetBook:
         budget = parse_headers(provider_id, key, headers, self.now())
         if budget is not None:
             self.merge([budget], dirty=True)
+            with self._lock:
+                history = self._history.setdefault((provider_id, key), deque(maxlen=HISTORY))
+                if not history or budget.observed_at - history[-1].observed_at >= 1.0:
+                    history.append(budget)
+
+    def spend_rate(self, provider_id: str, key: str, now: float) -> float | None:
+        """Requests per second the token spent lately (by every process: the
+        provider's ``remaining`` counts them all), from this process's
+        observations of the current window over the last ``SPEND_HORIZON_S``;
+        None without enough of them."""
+        with self._lock:
+            history = list(self._history.get((provider_id, key), ()))
+        if not history:
+            return None
+        last = history[-1]
+        recent = [
+            b
+            for b in history
+            if abs(b.reset_at - last.reset_at) < SAME_WINDOW_S
+            and b.observed_at >= now - SPEND_HORIZON_S
+        ]
+        if len(recent) < 2 or last.observed_at - recent[0].observed_at < SPEND_MIN_SPAN_S:
+            return None
+        spent = recent[0].remaining - last.remaining
+        return max(0.0, spent / (last.observed_at - recent[0].observed_at))
 
     def merge(self, budgets: Iterable[Budget], *, dirty: bool = False) -> None:
         with self._lock:
@@ -163,6 +195,7 @@ class BudgetBook:
         with self._lock:
             self._budgets.clear()
             self._dirty.clear()
+            self._history.clear()
 
 
 book = BudgetBook()

@@ -101,9 +101,9 @@ def _workflow_job(config, job: dict[str, Any]) -> str:
     runs = _runs(config, job.get("run_id"))
     now = timezone.now()
     for run in runs:
-        # Logs due: the next poll reads them (and it comes now).
+        # Logs due: last read "long ago", and the next poll comes now.
         Run.objects.filter(pk=run.pk, status=run.status).update(
-            logs_fetched_at=None, next_reconcile_at=now
+            logs_fetched_at=now - timedelta(days=1), next_reconcile_at=now
         )
     return f"logs due for {len(runs)} run(s)"
 

@@ -9,7 +9,9 @@ an answer means: in sync, unknown status, an error (``error`` sync status,
 retried every ``RECONCILE_ERROR_INTERVAL_S``), a transient failure (backoff,
 ``stale`` after ``STALE_AFTER_S``), a canceling run's report, a status the
 transition table does not allow, and log lines (redacted, stored before the
-status change they explain). It also counts outcomes for the sweep's report
+status change they explain; for a batch-polled run they follow it, read in the
+lane behind the other status reads). When a run is polled next is
+``cadence``'s business (request budget, webhooks). It also counts outcomes for the sweep's report
 and metrics, and marks a provider config failing when its credential is
 rejected.
 """
@@ -35,6 +37,7 @@ from execution import cancels, metrics
 from execution.backoff import reconcile_backoff
 from execution.events import NewEvent, append_events
 from execution.models import Run, Stream
+from execution.reconcile.cadence import Cadence
 from execution.reconcile.claims import LeasedWrite, release, write_leased
 from execution.reconcile.poll import error_message
 from execution.reconcile.types import LOGGER_NAME, PollResult, SweepReport, Target
@@ -73,6 +76,7 @@ class ResultWriter:
         self.failing_configs: dict[tuple[int, str], str] = {}
         self.answered_configs: set[tuple[int, str]] = set()
         self.configs_cleared: set[tuple[int, str]] = set()
+        self.cadence = Cadence(self.interval_s)
 
     def write(self, results: list[PollResult]) -> None:
         """Store ``results``: unchanged runs in batched compare-and-swap UPDATEs,
@@ -83,6 +87,9 @@ class ResultWriter:
         bulk: list[LeasedWrite] = []
         one_by_one: list[_Plan] = []
         for result in results:
+            if result.target.logs_only:
+                self._write_logs_only(result)
+                continue
             plan = self._plan(result, now)
             if plan.new_status or plan.events:
                 one_by_one.append(plan)
@@ -122,6 +129,22 @@ class ResultWriter:
                     self.report.changed += 1
                     self.counts[(metrics.TRANSITIONS, run.provider_id, plan.new_status)] += 1
 
+    def _write_logs_only(self, result: PollResult) -> None:
+        """Lines read after their run's status was stored (a batch poll): kept
+        only if nobody stored output for the run meanwhile (the cursor is still
+        the one they were read from); no lease, no status."""
+        run = result.target.run
+        plan = _Plan(run, fields={})
+        self._plan_logs(result, self._redactor(run.project_id), plan)
+        if not plan.fields:
+            return
+        with transaction.atomic():
+            stored = Run.objects.filter(pk=run.pk, log_cursor=run.log_cursor or {}).update(
+                **plan.fields
+            )
+            if stored and plan.events:
+                append_events(run.pk, plan.events)
+
     def _plan(self, result: PollResult, now: datetime) -> _Plan:
         run = result.target.run
         provider_id = run.provider_id
@@ -155,7 +178,7 @@ class ResultWriter:
                 sync_failing_since=None,
                 reconcile_attempts=0,
                 last_reconciled_at=now,
-                next_reconcile_at=now + timedelta(seconds=self.interval_s),
+                next_reconcile_at=self.cadence.next_poll_at(result.target, result.cost, now),
             )
             self.counts[(metrics.POLLS, provider_id, SyncStatus.IN_SYNC)] += 1
             self.answered_configs.add((run.project_id, provider_id))

@@ -23,9 +23,11 @@ from django.db import connections
 from django.utils import timezone
 
 from connectors.base import TERMINAL, Capabilities, RunState
-from connectors.errors import ConfigurationError, ConnectorError
+from connectors.errors import ConfigurationError, ConnectorError, TransientError
+from connectors.http import counting
 from execution import dispatch
 from execution.models import Run
+from execution.reconcile.cadence import batched
 from execution.reconcile.claims import release
 from execution.reconcile.types import LOGGER_NAME, DispatchDone, DispatchRetry, PollResult, Target
 from execution.states import TRANSITIONS
@@ -35,14 +37,85 @@ logger = logging.getLogger(LOGGER_NAME)
 
 def poll_group(targets: Sequence[Target]) -> list[PollResult]:
     """Poll ``targets`` (due runs of one endpoint); one result per target, in
-    order. Never raises."""
-    return [poll_one(target) for target in targets]
+    order. Never raises.
+
+    An adapter that declares ``supports_batch_poll`` is asked once per project
+    (one adapter, one credential) for all its runs (``poll_many``); their logs
+    are not read here: ``logs_due`` asks the sweep to queue a logs-only read
+    behind the other runs' status reads. Runs just dispatched or being
+    canceled (see ``cadence.batched``), and every run of other adapters, are
+    polled one by one."""
+    batches: dict[int, list[Target]] = {}
+    now = timezone.now()
+    for target in targets:
+        if batched(target, now):
+            batches.setdefault(target.run.project_id, []).append(target)
+    found: dict[int, PollResult] = {}
+    for members in batches.values():
+        if len(members) > 1:
+            for result in poll_batch(members):
+                found[id(result.target)] = result
+    return [found.get(id(target)) or poll_one(target) for target in targets]
+
+
+def poll_batch(targets: Sequence[Target]) -> list[PollResult]:
+    """Status of runs sharing one adapter in few requests (``poll_many``).
+    Never raises: a failed listing is every run's error."""
+    adapter = targets[0].adapter
+    assert adapter is not None
+    with counting() as tally:
+        try:
+            states = adapter.poll_many([target.ref for target in targets])
+        except Exception as exc:  # ConnectorError, or an adapter bug: both stay on these runs
+            if not isinstance(exc, ConnectorError | ConfigurationError):
+                logger.exception("batch poll of %s runs raised", len(targets))
+            states = {target.run.pk: exc for target in targets}
+    cost = tally.counted / len(targets)
+    results = []
+    for target in targets:
+        answer = states.get(target.run.pk)
+        result = PollResult(target, cost=cost)
+        if isinstance(answer, RunState):
+            result.state = answer
+            result.logs_due = _fetches_logs(adapter.capabilities(), target) and logs_wanted(
+                target, answer
+            )
+        else:
+            result.error = answer or TransientError("the provider's listing left this run out")
+        results.append(result)
+    return results
+
+
+def fetch_logs_only(target: Target) -> PollResult:
+    """The logs of a run whose status a batch poll already stored. Never raises."""
+    adapter = target.adapter
+    assert adapter is not None
+    result = PollResult(target)
+    cursor = dict(target.run.log_cursor or {})
+    try:
+        batch = adapter.fetch_logs(target.ref, cursor)
+    except Exception as exc:
+        if not isinstance(exc, ConnectorError | ConfigurationError):
+            logger.exception("fetch_logs of run %s raised", target.run.pk)
+        result.log_error = exc
+        return result
+    result.entries.extend(batch.entries)
+    result.log_cursor = dict(batch.cursor)
+    result.logs_fetched_at = timezone.now()
+    return result
 
 
 def poll_one(target: Target) -> PollResult:
     """Ask the provider for one run's status, and its logs when due (see
     ``logs_wanted``). A cancel the provider has not accepted yet is sent
     first. Never raises."""
+    with counting() as tally:
+        result = _poll_one(target)
+    result.cost = float(tally.counted)
+    return result
+
+
+def _poll_one(target: Target) -> PollResult:
     result = PollResult(target)
     adapter = target.adapter
     assert adapter is not None
@@ -89,12 +162,18 @@ def _fetches_logs(caps: Capabilities, target: Target) -> bool:
 
 
 def logs_wanted(target: Target, state: RunState) -> bool:
-    """On every status change, at the end (final fetch), else every
-    ``log_interval_s``."""
+    """At the end (final fetch), on every status change (unless the request
+    budget is what limits: ``logs_on_change``), else every ``log_interval_s``;
+    never while the run is still queued (it has no output yet, and a read
+    would cost requests for nothing)."""
     run = target.run
-    if state.status in TRANSITIONS.get(run.status, frozenset()) or state.status in TERMINAL:
+    if state.status == "queued":
+        return False
+    if state.status in TERMINAL:
         return True
-    last = run.logs_fetched_at or run.last_reconciled_at
+    if target.logs_on_change and state.status in TRANSITIONS.get(run.status, frozenset()):
+        return True
+    last = run.logs_fetched_at or run.last_reconciled_at or run.created_at
     if last is None:
         return True
     return (timezone.now() - last).total_seconds() >= target.log_interval_s

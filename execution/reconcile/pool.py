@@ -41,14 +41,14 @@ class Lane:
         except IndexError:
             return []
         group: list[WorkItem] = [first]
-        if not isinstance(first, Target):
+        if not isinstance(first, Target) or first.logs_only:
             return group
         while len(group) < self.group_size:
             try:
                 item = self.queue.popleft()
             except IndexError:
                 break
-            if not isinstance(item, Target) or item.endpoint != first.endpoint:
+            if not isinstance(item, Target) or item.endpoint != first.endpoint or item.logs_only:
                 self.queue.appendleft(item)
                 break
             group.append(item)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
 
+from connectors import budget
 from connectors.base import ProviderAdapter
 from connectors.configs import build_adapter
 from connectors.errors import ConfigurationError
@@ -35,9 +37,10 @@ from execution import cancels, metrics
 from execution.models import Run
 from execution.reconcile.apply import ResultWriter
 from execution.reconcile.breaker import Breaker, Verdict
+from execution.reconcile.cadence import Cadence
 from execution.reconcile.claims import claim, release, renew
 from execution.reconcile.heartbeat import fail_lost_local_runs
-from execution.reconcile.poll import poll_group, run_dispatch_retry
+from execution.reconcile.poll import fetch_logs_only, poll_group, run_dispatch_retry
 from execution.reconcile.pool import Lane, WorkerPool, is_dispatch
 from execution.reconcile.types import (
     ClaimFilter,
@@ -89,6 +92,7 @@ class Sweep:
         self.report = SweepReport(worker_id=worker_id)
         self.lease_s = float(conf["RECONCILE_LEASE_S"])
         self.log_interval_s = float(conf.get("RECONCILE_LOG_INTERVAL_S", LOG_INTERVAL_S))
+        self.cadence = Cadence(float(conf["RECONCILE_INTERVAL_S"]))
         self.breaker = Breaker(int(conf["CIRCUIT_FAILURE_THRESHOLD"]))
         self.counts: Counter[metrics.CounterKey] = Counter()
         self.writer = ResultWriter(worker_id, self.report, self.counts)
@@ -107,6 +111,8 @@ class Sweep:
             if wanted.provider_id in (None, LOCAL_PROVIDER_ID):
                 self.report.worker_lost = fail_lost_local_runs(timezone.now(), wanted.run_ids)
                 self.counts[(metrics.WORKER_LOST, LOCAL_PROVIDER_ID, "")] += self.report.worker_lost
+            # What other reconcilers learnt about request budgets, and what we did.
+            budget.sync()
             self._claim_batch(first=True)
             if self.held or self.pool.has_results():
                 self._drive()
@@ -181,7 +187,15 @@ class Sweep:
                 self.log_interval_s,
                 send_cancel=cancels.to_send(run, now),
             )
-            self._lane(run.provider_id).queue.append(target)
+            paced = self.cadence.log_interval_s(target, self.log_interval_s)
+            if paced > self.log_interval_s:
+                # The budget limits: running output only at the paced interval.
+                target = replace(target, log_interval_s=paced, logs_on_change=False)
+            lane = self._lane(run.provider_id)
+            if adapter.capabilities().supports_batch_poll:
+                # One listing answers for many runs: a worker takes them together.
+                lane.group_size = max(lane.group_size, self.limits.batch_size)
+            lane.queue.append(target)
         self.breaker.load(endpoints)
 
     def _lane(self, provider_id: str) -> Lane:
@@ -269,6 +283,8 @@ class Sweep:
             item = group[0]
             assert isinstance(item, DispatchRetry)
             return [run_dispatch_retry(item)]
+        if len(group) == 1 and isinstance(group[0], Target) and group[0].logs_only:
+            return [fetch_logs_only(group[0])]
         results: list[Result] = []
         calls: list[Target] = []
         probe = False
@@ -287,6 +303,10 @@ class Sweep:
             if released:
                 # Back to the lane: polled now, or skipped there if the probe failed.
                 self.lanes[result.target.run.provider_id].put_back(list(released))
+            if result.logs_due:
+                # Status first: the lines are read behind the status reads queued now.
+                follow = replace(result.target, logs_only=True)
+                self.lanes[result.target.run.provider_id].queue.append(follow)
             results.append(result)
         return results
 
@@ -331,6 +351,8 @@ class Sweep:
                 if isinstance(item, DispatchRetry):
                     self.report.released += release(self.worker_id, [item.run_id])
                     self.held.discard(item.run_id)
+                elif item.logs_only:
+                    continue  # its status is stored; the lines come with a later poll
                 else:
                     self.pending.append(
                         PollResult(item, skipped=reason, skip_kind="provider_hanging")

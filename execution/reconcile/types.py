@@ -115,6 +115,12 @@ class Target:
     log_interval_s: float
     # Send the cancel the provider has not accepted yet, before the poll.
     send_cancel: bool = False
+    # Only the logs are wanted: the status was already read (by a batch poll)
+    # and stored; the lines follow in the lane after every status read.
+    logs_only: bool = False
+    # Read the logs on every status change (not only at the end and every
+    # ``log_interval_s``): off while the request budget is what limits.
+    logs_on_change: bool = True
 
     @property
     def ref(self) -> RunRef:
@@ -167,6 +173,11 @@ class PollResult:
     log_error: BaseException | None = None
     cancel: CancelResult | None = None
     cancel_error: BaseException | None = None
+    # Requests counted against the provider's quota per run for this answer
+    # (a batch's requests shared by its runs); None: not measured.
+    cost: float | None = None
+    # A batch poll found the logs due: the sweep queues a logs-only read.
+    logs_due: bool = False
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def test_a_workflow_job_delivery_makes_the_logs_due(
         )
 
     run.refresh_from_db()
-    assert run.logs_fetched_at is None
+    assert run.logs_fetched_at < timezone.now() - timedelta(hours=1)
     assert run.next_reconcile_at <= timezone.now()
 
 
