@@ -7,6 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from connectors.http import reset_clients
+from execution.reconcile import cadence
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 
 
@@ -14,6 +15,7 @@ from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 def _fresh_http_clients():
     """Rate-limit gates and pools are process-wide: start each test clean."""
     reset_clients()
+    cadence.forget()
     yield
     reset_clients()
 

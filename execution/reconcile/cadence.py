@@ -66,30 +66,35 @@ def _smoothed_cost(provider_id: str, key: str, cost: float | None) -> float:
         return spent / polls if polls else 1.0
 
 
-# The status interval of each token, corrected by what the token really spends
-# (status, logs, cancels, other processes): every ADJUST_EVERY_S it is scaled
-# by spent / spendable rate (by 0.7 to 1.5 at once), aiming at SAFETY of the spendable rate.
+# A correction of each token's estimated status interval by what the token
+# really spends (status, logs, cancels, other processes): every ADJUST_EVERY_S
+# it is scaled by spent / (SAFETY * spendable rate), by 0.7 to 1.5 at once.
 ADJUST_EVERY_S = 15.0
 # Aim below the spendable rate: what other work spends comes in bursts.
 SAFETY = 0.8
-_paces: dict[tuple[str, str], list[float]] = {}  # slot -> [interval, adjusted at]
+_corrections: dict[tuple[str, str], list[float]] = {}  # slot -> [factor, adjusted at]
 
 
 def _paced(
     provider_id: str, key: str, estimate: float, base: float, known: budget.Budget, now: float
 ) -> float:
     with _costs_lock:
-        pace = _paces.get((provider_id, key))
-        if pace is None:
-            pace = _paces[(provider_id, key)] = [estimate, now]
-        elif now - pace[1] >= ADJUST_EVERY_S:
+        pace = _corrections.setdefault((provider_id, key), [1.0, now])
+        if now - pace[1] >= ADJUST_EVERY_S:
             spent = budget.book.spend_rate(provider_id, key, now)
             allowed = known.spendable_rate(now)
             if spent is not None and 0 < allowed < math.inf:
-                factor = min(1.5, max(0.7, spent / (SAFETY * allowed)))
-                pace[0] = min(max(base, pace[0] * factor), max(base, known.reset_in(now)))
+                step = min(1.5, max(0.7, spent / (SAFETY * allowed)))
+                pace[0] = min(max(1.0, pace[0] * step), 1000.0)
             pace[1] = now
-        return pace[0]
+        return min(max(base, estimate * pace[0]), max(base, known.reset_in(now)))
+
+
+def forget() -> None:
+    """Drop what this process measured (tests: a fresh start)."""
+    with _costs_lock:
+        _costs.clear()
+        _corrections.clear()
 
 
 class Cadence:

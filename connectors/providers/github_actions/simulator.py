@@ -1009,14 +1009,14 @@ class GitHubActionsSimulator(SimulatorServer):
             )
         ]
         if status in ("in_progress", "completed"):
-            job = {
-                **self._job_json(run),
-                "status": status,
-                "conclusion": data["conclusion"],
-            }
-            events.append(
-                ("workflow_job", {"action": action, "workflow_job": job, "repository": repository})
-            )
+            for job_id in run.job_ids(int(self.options["jobs_per_run"])):
+                job = {
+                    **self._job_json(run, job_id),
+                    "status": status,
+                    "conclusion": data["conclusion"],
+                }
+                payload = {"action": action, "workflow_job": job, "repository": repository}
+                events.append(("workflow_job", payload))
         return events
 
     def _http_deliver(self, request: SimRequest) -> Response:
