@@ -243,6 +243,10 @@ EXECUTION_WORKSPACES_ROOT = (
 # the simulators): "host" (any port) or "host:port". Credentials are only ever sent
 # to an adapter's own hosts or to these; plain http only to allowlisted loopback.
 CONNECTORS_ALLOWED_HOSTS = env_list("CONNECTORS_ALLOWED_HOSTS")
+# Extra hosts (fnmatch patterns, "host" or "host:port") log downloads may be
+# redirected to, besides each adapter's documented storage hosts; no
+# credentials are ever sent there (docs/providers.md).
+CONNECTORS_STORAGE_HOSTS = env_list("CONNECTORS_STORAGE_HOSTS")
 
 # --- Execution ----------------------------------------------------------------------------
 

@@ -68,3 +68,17 @@ def shift_clock(simulator, monkeypatch) -> ShiftedClock:
     shifted = ShiftedClock()
     monkeypatch.setattr(simulator, "clock", shifted)
     return shifted
+
+
+@pytest.fixture(autouse=True)
+def contract(request, monkeypatch):
+    """Every exchange of the adapter suites is checked against the providers'
+    transcribed schemas (tests/contracts); a violation fails the test. A test
+    that feeds the adapter an undocumented answer on purpose (an unknown
+    status, say) is marked ``off_contract``."""
+    from tests.contracts.recorder import ContractRecorder
+
+    recorder = ContractRecorder().install(monkeypatch)
+    yield recorder
+    if request.node.get_closest_marker("off_contract") is None and recorder.violations:
+        pytest.fail("provider contract violations:\n" + "\n".join(recorder.violations[:20]))

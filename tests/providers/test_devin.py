@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.errors import AuthError, RateLimited, RunNotFound
@@ -185,6 +186,7 @@ def test_suspend_and_resume_states_read_as_running(adapter, devin_sim, native):
     assert adapter.poll_status(ref).status == "running"
 
 
+@pytest.mark.off_contract  # an undocumented status, on purpose
 def test_an_unknown_status_maps_to_none_and_keeps_the_raw_value(adapter, devin_sim):
     ref = dispatched(adapter)
     devin_sim.set_state(ref.provider_run_id, "mystery_state")
@@ -394,7 +396,11 @@ def test_session_objects_have_no_url_yet_polled_and_recovered_runs_keep_a_link(a
     polled = adapter.poll_status(ref)
     recovered = adapter.recover_dispatch(run_spec)
 
-    session = adapter.call_json("GET", f"/v1/sessions/{created.provider_run_id}", "read")
+    session = requests.get(
+        f"{devin_sim.url}/v1/sessions/{created.provider_run_id}",
+        headers={"Authorization": f"Bearer {devin_sim.default_token}"},
+        timeout=5,
+    ).json()
     assert "url" not in session
     assert created.provider_url  # the create answer's url, kept
     assert polled.provider_url == created.provider_url

@@ -263,7 +263,7 @@ class DevinAdapter(HttpAdapter):
         self._post_message(parent.provider_run_id, text)
         return DispatchResult(
             provider_run_id=parent.provider_run_id,
-            provider_url=str(session.get("url") or ""),
+            provider_url=self.session_url(parent.provider_run_id),
         )
 
     def _post_message(self, session_id: str, text: str) -> None:

@@ -552,10 +552,14 @@ class GitHubActionsSimulator(SimulatorServer):
         return {
             "id": workflow.id,
             "name": workflow.name,
+            "node_id": _node_id("Workflow", workflow.id),
             "path": f".github/workflows/{workflow.file}",
             "state": "active",
+            "created_at": iso(0),
+            "updated_at": iso(0),
             "url": f"{self.url}/repos/{full_name}/actions/workflows/{workflow.id}",
             "html_url": f"{self.url}/{full_name}/actions/workflows/{workflow.file}",
+            "badge_url": f"{self.url}/{full_name}/workflows/{workflow.name}/badge.svg",
         }
 
     def _get_contents(self, request: SimRequest) -> Response:
@@ -567,6 +571,7 @@ class GitHubActionsSimulator(SimulatorServer):
         path = f".github/workflows/{workflow.file}"
         data = workflow_yaml(workflow).encode()
         encoded = base64.b64encode(data).decode()
+        sha = hashlib.sha1(data, usedforsecurity=False).hexdigest()
         return Response.json(
             200,
             {
@@ -575,10 +580,17 @@ class GitHubActionsSimulator(SimulatorServer):
                 "size": len(data),
                 "name": workflow.file,
                 "path": path,
-                "sha": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+                "sha": sha,
                 "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)),
                 "url": f"{self.url}/repos/{full_name}/contents/{path}",
+                "git_url": f"{self.url}/repos/{full_name}/git/blobs/{sha}",
                 "html_url": f"{self.url}/{full_name}/blob/main/{path}",
+                "download_url": f"{self.url}/{full_name}/raw/main/{path}",
+                "_links": {
+                    "self": f"{self.url}/repos/{full_name}/contents/{path}",
+                    "git": f"{self.url}/repos/{full_name}/git/blobs/{sha}",
+                    "html": f"{self.url}/{full_name}/blob/main/{path}",
+                },
             },
         )
 

@@ -1,0 +1,1 @@
+"""Contract tests: the providers' published descriptions, transcribed as JSON Schema."""
