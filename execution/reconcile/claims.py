@@ -71,8 +71,9 @@ def _candidates(
     run_ids: Sequence[int] | None,
     force: bool,
     exclude_providers: Iterable[str] = (),
+    due_by: datetime | None = None,
 ) -> QuerySet:
-    condition = active_external() if force else due(now)
+    condition = active_external() if force else due(due_by or now)
     qs = Run.objects.filter(condition & lease_free(now))
     if provider_id:
         qs = qs.filter(provider_id=provider_id)
@@ -99,13 +100,15 @@ def claim(
     run_ids: Sequence[int] | None = None,
     force: bool = False,
     exclude_providers: Iterable[str] = (),
+    due_by: datetime | None = None,
 ) -> list[int]:
     """Lease up to ``limit`` due runs to ``worker_id``; returns their ids,
     oldest due first.
 
     ``force`` ignores ``next_reconcile_at`` (manual refresh of ``run_ids``).
     ``exclude_providers`` leaves those providers' runs due for later (the
-    sweep passes providers whose every call is hanging).
+    sweep passes providers whose every call is hanging). ``due_by`` counts
+    only runs due by then (default ``now``); leases are always from ``now``.
     Leases that expired are taken over. Never blocks on rows another worker
     is claiming.
     """
@@ -114,7 +117,7 @@ def claim(
     expires = now + timedelta(seconds=lease_s)
     if connection.features.has_select_for_update_skip_locked:
         with transaction.atomic():
-            qs = _candidates(now, provider_id, run_ids, force, exclude_providers)
+            qs = _candidates(now, provider_id, run_ids, force, exclude_providers, due_by)
             qs = qs.select_for_update(skip_locked=True)
             ids = _select_candidates(qs, limit)
             if ids:
@@ -124,11 +127,11 @@ def claim(
         return ids
     claimed: list[int] = []
     for _ in range(CAS_ROUNDS):
-        qs = _candidates(now, provider_id, run_ids, force, exclude_providers)
+        qs = _candidates(now, provider_id, run_ids, force, exclude_providers, due_by)
         ids = _select_candidates(qs.exclude(pk__in=claimed), limit - len(claimed))
         if not ids:
             break
-        condition = (active_external() if force else due(now)) & lease_free(now)
+        condition = (active_external() if force else due(due_by or now)) & lease_free(now)
         won = Run.objects.filter(condition, pk__in=ids).update(
             lease_owner=worker_id, lease_expires_at=expires
         )

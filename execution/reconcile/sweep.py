@@ -134,7 +134,8 @@ class Sweep:
         now = timezone.now()
         ids = claim(
             self.worker_id,
-            now=wanted.due_before or now,
+            now=now,
+            due_by=wanted.due_before,
             limit=self.limits.batch_size,
             lease_s=self.lease_s,
             provider_id=wanted.provider_id,

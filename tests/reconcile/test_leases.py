@@ -154,3 +154,20 @@ def test_claim_leases_rows_to_the_worker_until_the_lease_time(make_run):
     assert run.lease_owner == "w-1"
     assert run.lease_expires_at == now + timedelta(seconds=60)
     assert reconcile_claims.claim("w-2", now=now, limit=10, lease_s=60) == []
+
+
+@pytest.mark.django_db
+def test_claiming_only_runs_due_by_an_earlier_time_still_leases_them_from_now(make_run):
+    # The one-shot command claims the runs due when it started, batch after
+    # batch: a late batch's lease must run from the claim, not from the start.
+    early = make_run("p-1", due_in=-600)
+    make_run("p-2", due_in=-10)  # due only after the cut-off
+    now = timezone.now()
+
+    ids = reconcile_claims.claim(
+        "w-1", now=now, limit=10, lease_s=60, due_by=now - timedelta(seconds=300)
+    )
+
+    early.refresh_from_db()
+    assert ids == [early.pk]
+    assert early.lease_expires_at == now + timedelta(seconds=60)
