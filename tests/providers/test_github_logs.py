@@ -161,3 +161,57 @@ def test_a_log_over_the_output_cap_is_cut_and_not_downloaded_again(github_sim, a
     assert "cut at 120 bytes" in batch.entries[-1].text
     assert again.entries == ()
     assert kinds(github_sim, "job_logs") == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_redirect_outside_the_allowlist_stores_nothing_from_it(
+    project, github_sim, listener, settings, allowed
+):
+    from connectors import services as connector_services
+    from execution.dispatch import dispatch_run
+    from execution.models import RunEvent
+    from execution.reconciler import Reconciler
+    from tests.factories import RunFactory
+
+    connector_services.update_config(
+        project,
+        "github_actions",
+        actor="test",
+        enabled=True,
+        settings={**SETTINGS, "baseUrl": github_sim.url},
+    )
+    connector_services.write_credentials(
+        project, "github_actions", GitHubActionsSimulator.demo_credentials(), user=None
+    )
+    github_sim.configure(log_redirect_base=listener.url)
+    if allowed:  # the control: the same redirect, allowlisted, is followed and stored
+        settings.CONNECTORS_STORAGE_HOSTS = [listener.url.removeprefix("http://")]
+    run = RunFactory(project=project, provider_id="github_actions", command="echo hi")
+    dispatch_run(run.pk)
+    run.refresh_from_db()
+    github_sim.set_state(run.provider_run_id, "in_progress")
+    github_sim.clock.skip(2.0)
+    github_sim.set_state(run.provider_run_id, "success")
+
+    with Reconciler(batch_size=1, concurrency=1, inline=True) as reconciler:
+        reconciler.sweep(run_ids=[run.pk], force=True)
+
+    run.refresh_from_db()
+    stored = "".join(
+        RunEvent.objects.filter(run=run, event_type="output").values_list("text", flat=True)
+    )
+    assert run.status == "succeeded"
+    if allowed:
+        assert stored == BLOB_TEXT
+        assert len(listener.requests) == 1
+    else:
+        assert listener.requests == []
+        assert stored == ""
+
+
+def test_a_job_shows_only_the_conclusions_jobs_have(github_sim, adapter):
+    (run_id,) = github_sim.seed(1, "startup_failure")
+    jobs = adapter._jobs(RunRef(1, run_id))
+
+    assert [job["conclusion"] for job in jobs] == ["failure"]
