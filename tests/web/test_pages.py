@@ -266,3 +266,16 @@ def test_refresh_from_provider_is_offered_on_an_active_external_run(project, ope
     assert 'data-action="reconcile"' not in client.get(f"/runs/{done.pk}").content.decode()
     page = browser_for(viewer).get(f"/runs/{external.pk}").content.decode()
     assert 'data-action="reconcile"' not in page
+
+
+def test_settings_show_the_github_webhook_url_and_its_last_delivery(project, admin_member):
+    from django.utils import timezone
+
+    from connectors.services import get_or_create_config
+
+    config = get_or_create_config(project, "github_actions")
+    config.last_webhook_at = timezone.now()
+    config.save()
+    page = browser_for(admin_member).get(f"/projects/{project.pk}/settings").content.decode()
+    assert 'data-role="webhook-url"' in page
+    assert "Last verified delivery: <time" in page
