@@ -1,4 +1,4 @@
-"""Dispatch is idempotent (spec §7): a dispatch task delivered twice, or run
+"""Dispatch is idempotent: a dispatch task delivered twice, or run
 again after the worker died between the provider's create and our database
 write, never creates a second external run."""
 

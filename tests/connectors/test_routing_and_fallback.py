@@ -1,4 +1,4 @@
-"""Routing (spec §7): policy first, then the provider if it is enabled, rolled
+"""Routing: policy first, then the provider if it is enabled, rolled
 out, healthy and its circuit closed; else local when the project allows it,
 else a visible failure. The adapter is never called for a run it must not get."""
 

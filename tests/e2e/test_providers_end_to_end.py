@@ -1,5 +1,4 @@
-"""Each external provider through the whole pipeline, against its simulator
-(issue 4, acceptance 1 and 5; issue 5, acceptance 2).
+"""Each external provider through the whole pipeline, against its simulator.
 
 The project is configured through the provider API, runs are launched and
 cancelled through the run API (the dispatch and cancel tasks run inline:
@@ -248,7 +247,7 @@ def test_a_revoked_token_turns_the_run_to_sync_error_and_the_provider_failing_wi
     assert not RunEvent.objects.filter(text__contains=token).exists()
 
 
-# --- issue 5 acceptance 2: a provider outage ----------------------------------------------------
+# --- a provider outage ----------------------------------------------------
 
 
 def test_a_provider_outage_makes_the_run_stale_never_terminal_and_recovery_finishes_it(

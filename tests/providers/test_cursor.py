@@ -1,6 +1,6 @@
 """The Cursor Cloud Agents v1 adapter against the Cursor simulator: dispatch
 and recovery by branch name, native states, the SSE stream as logs, cancel,
-rate limits, revoked keys and unknown statuses (issue 4 acceptance 1, 3, 4, 5)."""
+rate limits, revoked keys and unknown statuses."""
 
 from __future__ import annotations
 

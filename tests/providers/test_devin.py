@@ -1,6 +1,6 @@
 """The Devin v1 adapter against the Devin simulator: dispatch and recovery,
 native states, messages as logs, cancel, rate limits, revoked keys and
-unknown statuses (issue 4 acceptance 1, 3, 4, 5)."""
+unknown statuses."""
 
 from __future__ import annotations
 

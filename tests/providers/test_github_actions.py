@@ -1,4 +1,4 @@
-"""GitHub Actions adapter against the GitHub simulator (issue 4 acceptance):
+"""GitHub Actions adapter against the GitHub simulator:
 dispatch with and without run details, recovery by correlation input, the
 state table, incremental job logs, cancel, rate limits, health and a revoked
 token."""

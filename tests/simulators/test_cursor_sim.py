@@ -1,4 +1,4 @@
-"""Cursor Cloud Agents v1 simulator over real HTTP: the providers.md facts."""
+"""Cursor Cloud Agents v1 simulator over real HTTP: Cursor's documented behaviour."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Devin v1 simulator over real HTTP: the providers.md facts and the
+"""Devin v1 simulator over real HTTP: Devin's documented behaviour and the
 documented choices for what v1 leaves unconfirmed (DELETE)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GitHub Actions simulator over real HTTP: the providers.md facts, plus the
+"""GitHub Actions simulator over real HTTP: GitHub's documented behaviour, plus the
 shared simulator machinery (faults, request log, seeding, reset, concurrency,
 the ``python -m connectors.simulators`` entry point)."""
 
