@@ -227,6 +227,7 @@ class Outcome:
     sweeps: int
     wall_s: float
     kinds: dict[str, int]
+    answers: list[float] = field(default_factory=list)  # webhook answer times (real s)
 
     @property
     def per_run_hour(self) -> float:
@@ -244,8 +245,10 @@ class Outcome:
         return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def simulate(args: argparse.Namespace, mode: str) -> Outcome:
-    """Follow the workload for ``args.minutes`` simulated minutes in ``mode``."""
+def simulate(args: argparse.Namespace, mode: str, label: str) -> Outcome:
+    """Follow the workload for ``args.minutes`` simulated minutes in ``mode``
+    (``polling``, or ``webhooks``: the simulator also delivers signed
+    webhooks, each tick, to the project's webhook URL)."""
     from django.utils import timezone
 
     from connectors.http import reset_clients
@@ -286,7 +289,7 @@ def simulate(args: argparse.Namespace, mode: str) -> Outcome:
                     offset = rng.uniform(0, 5)
                     # Their logs so far were read a moment ago: the cursor is caught up.
                     lines = sim._job_log(sim_run).count("\n")
-                    cursor = {"jobs": {str(sim_run.job_id): lines}}
+                    cursor = {"jobs": {str(sim_run.job_ids(1)[0]): lines}}
                     rows.append(
                         new_run_row(
                             project,
@@ -306,11 +309,14 @@ def simulate(args: argparse.Namespace, mode: str) -> Outcome:
                 row.created_at = datetime.fromtimestamp(created, UTC)
             Run.objects.bulk_update(rows, ["created_at"], batch_size=500)
             Run.objects.filter(project=project).update(started_at=clock.datetime())
+            hooks = Webhooks(sim, project) if mode == "webhooks" else None
             with Reconciler() as reconciler:
                 now = start
                 while now < end:
                     clock.set(now)
                     replace_ended(sim, project, workload, now)
+                    if hooks is not None:
+                        hooks.deliver(now)
                     reconciler.sweep(max_batches=BACKLOG_BATCHES)
                     sweeps += 1
                     if sweeps % 300 == 0:
@@ -349,7 +355,53 @@ def simulate(args: argparse.Namespace, mode: str) -> Outcome:
         sweeps=sweeps,
         wall_s=time.monotonic() - wall_started,
         kinds=dict(stats["requests"]),
+        answers=hooks.answers if hooks is not None else [],
     )
+
+
+class Webhooks:
+    """The simulator's signed deliveries, sent each tick to the project's
+    webhook URL through Django's test client (in process: the answer time is
+    the view's, measured in real time); the stored deliveries are then
+    processed as the django-q2 worker would (not part of the answer)."""
+
+    SECRET = "bench-webhook-secret"
+
+    def __init__(self, sim, project) -> None:
+        from django.test import Client
+
+        from connectors import services, webhooks
+        from connectors.models import ProviderConfig
+
+        services.write_credentials(
+            project, "github_actions", {"webhookSecret": self.SECRET}, user=None
+        )
+        config = ProviderConfig.objects.get(project=project, provider_id="github_actions")
+        self.url = webhooks.webhook_url(None, config) or ""
+        self.client = Client()
+        self.answers: list[float] = []
+        self.queued: list[int] = []
+        sim.configure(webhook_secret=self.SECRET, webhook_url=f"http://testserver{self.url}")
+        sim.pending_deliveries()  # what happened before the hour is not news
+        self.sim = sim
+        self._enqueue = mock.patch.object(webhooks, "_enqueue", self.queued.append)
+        self._enqueue.start()
+
+    def deliver(self, now: float) -> None:
+        from execution.webhooks import process_delivery
+
+        self.sim.deliver_webhooks(self._send)
+        for pk in self.queued:
+            process_delivery(pk)
+        self.queued.clear()
+
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        meta = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+        meta.pop("HTTP_CONTENT_TYPE", None)
+        started = time.perf_counter()
+        answer = self.client.post(self.url, body, content_type="application/json", **meta)
+        self.answers.append(time.perf_counter() - started)
+        return answer.status_code
 
 
 def _repo() -> dict[str, str]:
@@ -460,6 +512,13 @@ def render(args: argparse.Namespace, outcomes: list[Outcome], info: dict[str, st
         )
     lines.append("")
     for o in outcomes:
+        if o.answers:
+            answers = sorted(o.answers)
+            p95 = answers[min(len(answers) - 1, round(0.95 * (len(answers) - 1)))]
+            lines.append(
+                f"- {o.mode}: {len(answers)} webhook deliveries answered, p95 "
+                f"{p95 * 1000:.0f} ms, max {answers[-1] * 1000:.0f} ms (target p95 ≤ 1 s)."
+            )
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(o.kinds.items()))
         lines.append(
             f"- {o.mode}: {o.requests} API requests ({kinds}); {o.counted} counted; "
@@ -492,7 +551,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quota", type=int, default=QUOTA, help="requests per hour (0: not enforced)"
     )
-    parser.add_argument("--mode", action="append", choices=["polling"], help="(repeatable)")
+    parser.add_argument(
+        "--mode", action="append", choices=["polling", "webhooks"], help="(repeatable)"
+    )
     parser.add_argument("--label", help="the row's name in the results table")
     parser.add_argument("--no-record", action="store_true", help="do not append to README.md")
     return parser.parse_args(argv)
@@ -512,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for mode in args.mode or ["polling"]:
         print(f"{mode}: {args.runs} runs, {args.minutes:g} simulated minutes", flush=True)
-        outcomes.append(simulate(args, args.label or mode))
+        outcomes.append(simulate(args, mode, args.label or mode))
     text = render(args, outcomes, info)
     print(text)
     if not args.no_record:

@@ -13,9 +13,10 @@
 * ``workflow_job``: a job started or ended: the run's logs are due at its
   next poll.
 
-Polling goes on meanwhile, relaxed (``RECONCILE_WEBHOOK_RELAX`` times the
-poll interval): deliveries can be lost, and a lost one is caught by the next
-poll.
+Polling goes on meanwhile, relaxed (``execution.reconcile.cadence``: while
+deliveries arrive, ``RECONCILE_WEBHOOK_RELAX`` times the poll interval):
+deliveries can be lost, and a lost one is caught by the next poll. A delivery
+leaves the run's next poll where it was (on the grid its batch shares).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -46,11 +46,6 @@ from execution.transitions import transition
 
 logger = logging.getLogger("execution.webhooks")
 
-# Default for EXECUTION["RECONCILE_WEBHOOK_RELAX"]: how many times the poll
-# interval a run waits between polls while its provider's webhooks arrive.
-WEBHOOK_RELAX = 10.0
-# Webhooks "arrive" for a config whose last delivery is at most this old.
-WEBHOOK_FRESH_S = 600.0
 # How far along the lifecycle a status is: a delivery never moves a run back.
 _RANK = {
     RunStatus.QUEUED: 0,
@@ -59,12 +54,6 @@ _RANK = {
     RunStatus.CANCELING: 1,
     **{status: 2 for status in TERMINAL_STATUSES},
 }
-
-
-def relaxed_interval_s() -> float:
-    conf = settings.EXECUTION
-    relax = float(conf.get("RECONCILE_WEBHOOK_RELAX", WEBHOOK_RELAX))
-    return float(conf["RECONCILE_INTERVAL_S"]) * max(1.0, relax)
 
 
 def process_delivery(delivery_pk: int) -> str:
@@ -141,7 +130,8 @@ def _apply(run: Run, adapter, raw: str, target: str, url: str) -> int:
         "sync_failing_since": None,
         "reconcile_attempts": 0,
         "last_reconciled_at": now,
-        "next_reconcile_at": now + timedelta(seconds=relaxed_interval_s()),
+        # next_reconcile_at stays: polling goes on (relaxed by the cadence while
+        # deliveries arrive), on the slot the run shares with its batch.
     }
     if url and url != run.provider_url:
         fields["provider_url"] = url[:1000]
