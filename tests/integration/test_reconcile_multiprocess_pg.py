@@ -8,7 +8,11 @@ while the other keeps going.
 A *round* is one poll interval (``RECONCILE_INTERVAL_S``, 2 s here): a run
 that was just reconciled is due again that much later, so two status
 requests for one run less than half an interval apart (in the simulators'
-request logs) would be two workers polling it in the same round.
+request logs) would be two workers polling it in the same round. GitHub runs
+are polled by listing (a page answers for 100 runs), so their requests are
+counted instead: the simulator enforces a small hourly quota on the one token
+both processes use, and together they stay under it (no rate-limit answer),
+sharing its budget through the database.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from django.db import connection
 from django.utils import timezone
 
 from connectors import services
+from connectors.models import ProviderBudget
 from connectors.providers.cursor.simulator import CursorSimulator
 from connectors.simulators import simulator_classes
 from execution.models import Run
@@ -48,6 +53,10 @@ INTERVAL_S = 2.0
 # Status requests, by simulator route kind (log requests have other kinds).
 STATUS_KINDS = {"github_actions": "get_run", "cursor": "get_run", "devin": "get_session"}
 RAW_RUNNING = {"github_actions": "in_progress", "cursor": "RUNNING", "devin": "working"}
+# Providers polled run by run (GitHub Actions lists its runs).
+PER_RUN = ("cursor", "devin")
+# The GitHub token's quota for this test's hour: both processes share it.
+GITHUB_QUOTA = 400
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +90,8 @@ def held_runs(transactional_db, project, simulators) -> list[int]:
         sim.reset()
         count = RUNS // 3 + (index < RUNS % 3)
         per_provider[provider_id] = sim.seed(count, "running")
+        if provider_id == "github_actions":
+            sim.configure(enforce_rate_limit=True, ratelimit_limit=GITHUB_QUOTA)
         services.update_config(
             project,
             provider_id,
@@ -145,6 +156,8 @@ def reconciled_since(since, run_ids) -> int:
 def polls_by_run(simulators) -> dict[tuple[str, str], list[float]]:
     polls: dict[tuple[str, str], list[float]] = defaultdict(list)
     for provider_id, sim in simulators.items():
+        if provider_id not in PER_RUN:
+            continue
         for entry in sim.request_log(limit=None):
             if entry["method"] == "GET" and entry["kind"] == STATUS_KINDS[provider_id]:
                 polls[(provider_id, entry["path"].rsplit("/", 1)[1])].append(entry["time"])
@@ -186,13 +199,22 @@ def test_two_reconcilers_share_2000_runs_without_polling_one_twice_in_a_round(
     assert not Run.objects.filter(pk__in=held_runs).exclude(lease_owner="").exists()
     assert not Run.objects.filter(pk__in=held_runs, lease_expires_at__isnull=False).exists()
 
+    github = simulators["github_actions"]
+    spent = github.budget_stats()
+    assert spent["rateLimited"] == 0 and spent["counted"] < GITHUB_QUOTA
+    listings = [e for e in github.request_log(limit=None) if e["kind"] == "list_runs"]
+    github_runs = Run.objects.filter(pk__in=held_runs, provider_id="github_actions").count()
+    assert 0 < len(listings) < github_runs / 10  # a page answers for 100 runs
+    # Both processes saw the token's budget through the database.
+    assert ProviderBudget.objects.filter(provider_id="github_actions").count() == 1
+
     polls = polls_by_run(simulators)
-    assert len(polls) == RUNS  # every run was polled...
+    assert len(polls) == RUNS - github_runs  # every run was polled...
     gaps = {
         run: min(later - earlier for earlier, later in pairwise(times))
         for run, times in polls.items()
         if len(times) > 1
     }
-    assert len(gaps) == RUNS  # ...in several rounds...
+    assert len(gaps) == RUNS - github_runs  # ...in several rounds...
     too_close = {run: gap for run, gap in gaps.items() if gap < INTERVAL_S / 2}
     assert not too_close, f"polled twice in one round: {sorted(too_close.items())[:5]}"
