@@ -507,8 +507,8 @@ def render(args: argparse.Namespace, outcomes: list[Outcome], info: dict[str, st
     for o in outcomes:
         lines.append(
             f"| {o.mode} | {o.per_run_hour:.1f} | {o.counted_per_run_hour:.1f} | "
-            f"{o.not_modified} | {o.rate_limited} | {o.percentile(0.5):.1f} | "
-            f"{o.percentile(0.95):.1f} | {o.changes} ({o.unseen}) | {o.wall_s:.0f} |"
+            f"{o.not_modified} | {o.rate_limited} | {_seconds(o.percentile(0.5))} | "
+            f"{_seconds(o.percentile(0.95))} | {o.changes} ({o.unseen}) | {o.wall_s:.0f} |"
         )
     lines.append("")
     for o in outcomes:
