@@ -149,6 +149,23 @@ def counting() -> Iterator[RequestTally]:
         stack.remove(tally)
 
 
+def current_tallies() -> list[RequestTally]:
+    """The tallies counting this thread's requests (hand them to a helper thread)."""
+    return list(getattr(_tallies, "stack", ()))
+
+
+@contextlib.contextmanager
+def tallying(tallies: list[RequestTally]) -> Iterator[None]:
+    """Count this (helper) thread's requests into ``tallies`` too."""
+    stack = _tallies.__dict__.setdefault("stack", [])
+    stack.extend(tallies)
+    try:
+        yield
+    finally:
+        for tally in tallies:
+            stack.remove(tally)
+
+
 def _count(not_modified: bool) -> None:
     for tally in getattr(_tallies, "stack", ()):
         tally.sent += 1

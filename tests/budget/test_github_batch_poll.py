@@ -152,3 +152,15 @@ def test_a_listing_stops_at_githubs_thousand_result_cap(sim, adapter, monkeypatc
     assert len(states) == 250  # the 50 past the cap were read one by one
     assert [k for k, _ in kinds(sim)].count("list_runs") == 2
     assert [k for k, _ in kinds(sim)].count("get_run") == 50
+
+
+def test_every_page_of_a_listing_is_counted_for_pacing_even_when_read_at_once(sim, adapter):
+    from connectors.http import counting
+
+    ids = sim.seed(350, "running", owner="ccdash", repo="demo")
+
+    with counting() as tally:
+        states = adapter.poll_many(refs_for(ids))
+
+    assert len(states) == 350
+    assert tally.sent == 4 == [k for k, _ in kinds(sim)].count("list_runs")

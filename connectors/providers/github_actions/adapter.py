@@ -13,9 +13,11 @@ sends again after a dispatch may have been accepted.
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +44,7 @@ from connectors.errors import (
     ConnectorError,
     DispatchUnconfirmed,
 )
+from connectors.http import current_tallies, tallying
 from connectors.http_adapter import HttpAdapter
 from connectors.redaction import Redactor
 
@@ -64,6 +67,8 @@ RECOVERY_PAGES = 3
 # at most 1,000 results (https://docs.github.com/rest/actions/workflow-runs).
 LIST_PAGE = 100
 LIST_MAX_PAGES = 10
+# Pages of one listing read at once (GitHub allows 100 concurrent requests).
+LIST_CONCURRENCY = 4
 # Native statuses of an active run, each listable with ``status=``.
 ACTIVE_NATIVE = ("in_progress", "queued", "requested", "pending", "waiting")
 API = "https://api.github.com"
@@ -368,20 +373,35 @@ class GitHubActionsAdapter(HttpAdapter):
         return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
 
     def _list_runs(self, status: str, since: float | None) -> list[dict[str, Any]]:
-        """Every run of the workflow in ``status`` created since ``since``."""
+        """Every run of the workflow in ``status`` created since ``since``: the
+        first page, then the others (as many as ``total_count`` says, up to
+        the cap) ``LIST_CONCURRENCY`` at a time, so a long listing costs a few
+        round trips, not one per page."""
         params: dict[str, Any] = {"status": status, "event": "workflow_dispatch"}
         if since is not None:
             params["created"] = datetime.fromtimestamp(since, UTC).strftime(">=%Y-%m-%dT%H:%M:%SZ")
-        runs: list[dict[str, Any]] = []
-        for page in range(1, LIST_MAX_PAGES + 1):
-            query = {**params, "per_page": LIST_PAGE, "page": page}
-            path = f"{self._workflow_path()}/runs"
-            body = self.call_json("GET", path, "run listing", params=query, conditional=True)
-            found = body.get("workflow_runs") or []
-            runs += [run for run in found if isinstance(run, dict)]
-            total = body.get("total_count")
-            if len(found) < LIST_PAGE or (isinstance(total, int) and page * LIST_PAGE >= total):
-                break
+        path = f"{self._workflow_path()}/runs"
+
+        def page(number: int) -> dict[str, Any]:
+            query = {**params, "per_page": LIST_PAGE, "page": number}
+            return self.call_json("GET", path, "run listing", params=query, conditional=True)
+
+        first = page(1)
+        found = first.get("workflow_runs") or []
+        runs = [run for run in found if isinstance(run, dict)]
+        total = first.get("total_count")
+        if len(found) < LIST_PAGE or not isinstance(total, int):
+            return runs
+        last = min(LIST_MAX_PAGES, math.ceil(total / LIST_PAGE))
+        tallies = current_tallies()
+
+        def counted_page(number: int) -> dict[str, Any]:
+            with tallying(tallies):
+                return page(number)
+
+        with ThreadPoolExecutor(LIST_CONCURRENCY, thread_name_prefix="github-list") as pool:
+            for body in pool.map(counted_page, range(2, last + 1)):
+                runs += [run for run in body.get("workflow_runs") or [] if isinstance(run, dict)]
         return runs
 
     def auth_headers(self) -> dict[str, str]:
