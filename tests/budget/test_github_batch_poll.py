@@ -93,7 +93,8 @@ def test_a_run_that_started_is_found_in_the_other_status_list(sim, adapter):
     assert sorted(k for k, _ in kinds(sim)) == ["list_runs", "list_runs"]
 
 
-def test_an_unchanged_listing_costs_a_free_304(sim, adapter):
+def test_an_unchanged_listing_costs_a_free_304(sim, adapter, monkeypatch):
+    monkeypatch.setattr(github_actions, "LISTING_REUSE_S", 0.0)  # read it again
     ids = sim.seed(20, "running", owner="ccdash", repo="demo")
     adapter.poll_many(refs_for(ids))
 
@@ -164,3 +165,13 @@ def test_every_page_of_a_listing_is_counted_for_pacing_even_when_read_at_once(si
 
     assert len(states) == 350
     assert tally.sent == 4 == [k for k, _ in kinds(sim)].count("list_runs")
+
+
+def test_groups_polled_within_moments_share_one_listing(sim, adapter):
+    ids = sim.seed(40, "running", owner="ccdash", repo="demo")
+
+    first = adapter.poll_many(refs_for(ids[:20]))
+    second = adapter.poll_many(refs_for(ids[20:]))
+
+    assert len(first) == len(second) == 20
+    assert kinds(sim) == [("list_runs", 200)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,21 @@ LIST_PAGE = 100
 LIST_MAX_PAGES = 10
 # Pages of one listing read at once (GitHub allows 100 concurrent requests).
 LIST_CONCURRENCY = 4
+# A listing answers the groups polled within this many seconds of it (one
+# sweep hands a provider's due runs out in several groups), and the creation
+# bound of a listing is rounded down to this many seconds so that they match.
+LISTING_REUSE_S = 2.0
+SINCE_ROUNDING_S = 600
+_listings: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
+_listings_lock = threading.Lock()
+
+
+def forget_listings() -> None:
+    """Drop the listings kept for reuse (tests: a fresh start)."""
+    with _listings_lock:
+        _listings.clear()
+
+
 # Native statuses of an active run, each listable with ``status=``.
 ACTIVE_NATIVE = ("in_progress", "queued", "requested", "pending", "waiting")
 API = "https://api.github.com"
@@ -239,9 +255,13 @@ class GitHubActionsAdapter(HttpAdapter):
         wanted = {ref.provider_run_id: ref for ref in refs}
         states: dict[int, RunState | ConnectorError] = {}
         created = [ref.created_at for ref in refs if ref.created_at is not None]
-        since = min(created) - DISPATCH_LOOKBACK_S if len(created) == len(refs) else None
+        since = None
+        if len(created) == len(refs):
+            # Rounded down, so that the groups of one sweep ask for the same listing.
+            since = min(created) - DISPATCH_LOOKBACK_S
+            since -= since % SINCE_ROUNDING_S
         for status in _listed_statuses(refs):
-            for run in self._list_runs(status, since):
+            for run in self._recent_listing(status, since):
                 ref = wanted.get(str(run.get("id")))
                 if ref is not None and ref.run_id not in states:
                     states[ref.run_id] = self._state(run)
@@ -371,6 +391,30 @@ class GitHubActionsAdapter(HttpAdapter):
     def _state(self, run: Mapping[str, Any]) -> RunState:
         raw = _native_status(run)
         return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
+
+    def _recent_listing(self, status: str, since: float | None) -> list[dict[str, Any]]:
+        """``_list_runs``, shared by the groups of runs polled within
+        ``LISTING_REUSE_S`` of each other (the groups one sweep hands out of
+        one claim after another): a status at most that old, read once."""
+        key = (
+            self.base_url,
+            self.require_secret("token"),
+            self._full_name,
+            self._wf,
+            status,
+            since,
+        )
+        now = time.monotonic()
+        with _listings_lock:
+            kept = _listings.get(key)
+            if kept is not None and now - kept[0] <= LISTING_REUSE_S:
+                return kept[1]
+        runs = self._list_runs(status, since)
+        with _listings_lock:
+            for old in [k for k, (at, _) in _listings.items() if now - at > LISTING_REUSE_S]:
+                del _listings[old]
+            _listings[key] = (now, runs)
+        return runs
 
     def _list_runs(self, status: str, since: float | None) -> list[dict[str, Any]]:
         """Every run of the workflow in ``status`` created since ``since``: the
