@@ -12,7 +12,9 @@ Each query is sent ``--requests`` times through Django's full stack in this
 process (``django.test.Client`` with a logged-in session: middleware,
 session and user lookups, DRF, filters, pagination, serialization), after 10
 warm-up requests. Reported: p50 and p95 server time and the number of SQL
-queries per request, which must be the same for every query. Target: p95 ≤
+queries per request, which must stay within a constant bound (5: session,
+user, projects, count, page — 4 when a cached total above 10,000 answers the
+count). Target: p95 ≤
 25 ms for each. The process exits 1 when one is missed.
 
 Results are printed and appended to ``benchmarks/README.md`` (``--no-record``
@@ -32,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P95_MS = 25.0
+MAX_QUERIES = 5
 
 QUERIES = [
     ("unfiltered", ""),
@@ -187,11 +190,14 @@ def report(rows: list[dict], runs: int, record: bool) -> bool:
             f"| {row['cpu95']:.1f} | {row['queries']} "
             f"| {row['count']} | {row['items']} |"
         )
-    ok &= len({row["queries"] for row in rows}) == 1
+    # Constant: independent of the number of runs, the filter and the page.
+    # Session, user, the caller's projects, the page; plus the filter's count
+    # unless a fresh cached total above EXACT_COUNT_LIMIT answers it.
+    ok &= max(row["queries"] for row in rows) <= MAX_QUERIES
     table = "\n".join(lines)
     print(table)
     verdict = "met" if ok else "MISSED"
-    print(f"target p95 ≤ {TARGET_P95_MS} ms with a constant query count: {verdict}")
+    print(f"target p95 ≤ {TARGET_P95_MS} ms with at most {MAX_QUERIES} queries: {verdict}")
     if record:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         machine = (
