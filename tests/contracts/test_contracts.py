@@ -148,3 +148,40 @@ def test_a_request_body_outside_the_schema_is_a_violation(github_sim, recorder):
     adapter.send("POST", path, json={"ref": "main", "inputs": inputs})
 
     assert any("request: inputs" in v for v in recorder.violations)
+
+
+def test_a_run_repository_owner_without_a_required_field_is_a_violation(
+    github_sim, recorder, monkeypatch
+):
+    # The nested objects carry the official required lists too: a run's
+    # repository owner (simple-user) without its avatar_url breaks the contract.
+    original = GitHubActionsSimulator._user_json
+
+    def without_avatar(self, login):
+        answer = original(self, login)
+        del answer["avatar_url"]
+        return answer
+
+    monkeypatch.setattr(GitHubActionsSimulator, "_user_json", without_avatar)
+    adapter = make_adapter("github_actions", github_sim)
+    run_spec = spec()
+    adapter.poll_status(ref_of(adapter.dispatch(run_spec), run_spec))
+
+    assert any(
+        "repository/owner: 'avatar_url' is a required property" in v for v in recorder.violations
+    )
+
+
+def test_the_github_repository_objects_carry_the_official_required_lists():
+    # Transcribed from components/schemas in github/rest-api-description
+    # (API version 2022-11-28): the counts guard against a partial transcription.
+    definitions = dict(iter_schemas())["github_actions"]["definitions"]
+    counts = {name: len(schema.get("required", [])) for name, schema in definitions.items()}
+
+    assert counts["minimal-repository"] == 46
+    assert counts["full-repository"] == 75
+    assert counts["simple-user"] == 18
+    assert counts["workflow"] == 10
+    assert counts["content-file"] == 12
+    assert counts["workflow-run"] == 26
+    assert counts["job"] == 21

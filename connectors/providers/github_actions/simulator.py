@@ -20,10 +20,12 @@ primary-limit 403 (``x-ratelimit-remaining: 0``) until the window resets.
 Endpoints (``{wf}`` is a workflow file name or its numeric id):
 
 - ``GET /repos/{o}/{r}`` and ``GET /repos/{o}/{r}/actions/workflows/{wf}``:
-  health checks; any owner/repo exists, workflows are configured.
+  health checks; any owner/repo exists, workflows are configured. The
+  repository is a ``full-repository`` (its owner a ``simple-user``), the
+  workflow a ``workflow``, each with every field the official schema requires.
 - ``GET /repos/{o}/{r}/contents/.github/workflows/{file}`` (the Contents
   API, https://docs.github.com/rest/repos/contents): the workflow's YAML,
-  base64 in ``content``, on every ``ref``; its ``on:`` lists
+  base64 in ``content`` (a ``content-file``), on every ``ref``; its ``on:`` lists
   ``workflow_dispatch`` only when the workflow has that trigger (the
   workflow object itself does not list triggers). Other paths 404.
 - ``POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches``
@@ -53,8 +55,10 @@ Endpoints (``{wf}`` is a workflow file name or its numeric id):
 - ``GET .../actions/runs/{id}/jobs?filter=latest&per_page=&page=``: option
   ``jobs_per_run`` jobs (default 1), each with ``steps[]``, paged with a
   ``Link: <...>; rel="next"`` header. Runs and jobs carry every field the
-  official ``workflow-run`` and ``job`` schemas require; a job's conclusion
-  only takes the job's documented values.
+  official ``workflow-run`` and ``job`` schemas require, and so do the
+  objects a run nests (``minimal-repository`` with its ``simple-user``
+  owner, ``nullable-simple-commit``); a job's conclusion only takes the
+  job's documented values.
 - ``GET .../actions/jobs/{job_id}/logs``: 302 to a signed ``/_blob/`` URL valid
   60 s (on option ``log_redirect_base`` instead of this server when set)
   serving ``text/plain`` that grows while the job runs (the inputs are
@@ -90,6 +94,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from connectors.simulators.base import (
     Response,
@@ -268,6 +273,11 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 def _node_id(kind: str, number: int | str) -> str:
     """A GraphQL-style node id (opaque base64, like GitHub's legacy ids)."""
     return base64.b64encode(f"0{len(kind)}:{kind}{number}".encode()).decode()
+
+
+def _repository_id(name: str) -> int:
+    """A stable numeric id for a repository or account name (case-insensitive)."""
+    return int(hashlib.sha256(name.lower().encode()).hexdigest()[:8], 16)
 
 
 def _log_time(timestamp: float) -> str:
@@ -520,22 +530,10 @@ class GitHubActionsSimulator(SimulatorServer):
     # -- repository and workflow ----------------------------------------------------------
 
     def _get_repo(self, request: SimRequest) -> Response:
+        """A ``full-repository``: the run's ``minimal-repository`` plus the
+        fields the full object adds (counts, flags, clone URLs, dates)."""
         owner, repo = request.params["owner"], request.params["repo"]
-        full_name = f"{owner}/{repo}"
-        return Response.json(
-            200,
-            {
-                "id": int(hashlib.sha256(full_name.lower().encode()).hexdigest()[:8], 16),
-                "name": repo,
-                "full_name": full_name,
-                "owner": {"login": owner},
-                "private": True,
-                "default_branch": "main",
-                "html_url": f"{self.url}/{full_name}",
-                "url": f"{self.url}/repos/{full_name}",
-                "permissions": {"admin": False, "push": True, "pull": True},
-            },
-        )
+        return Response.json(200, self._full_repository_json(owner, repo))
 
     def _get_workflow(self, request: SimRequest) -> Response:
         return Response.json(200, self._workflow_json(request, self._workflow(request)))
@@ -770,19 +768,129 @@ class GitHubActionsSimulator(SimulatorServer):
         }
 
     def _repository_json(self, owner: str, repo: str) -> dict[str, Any]:
-        """The ``minimal-repository`` fields a run needs (id, names, owner, urls)."""
+        """A ``minimal-repository`` with every field the official schema
+        requires: ids, names, its owner and the API's URL templates."""
         full_name = f"{owner}/{repo}"
-        repo_id = int(hashlib.sha256(full_name.lower().encode()).hexdigest()[:8], 16)
+        api = f"{self.url}/repos/{full_name}"
         return {
-            "id": repo_id,
-            "node_id": _node_id("Repository", repo_id),
+            "id": _repository_id(full_name),
+            "node_id": _node_id("Repository", _repository_id(full_name)),
             "name": repo,
             "full_name": full_name,
-            "owner": {"login": owner, "id": 1, "type": "Organization"},
+            "owner": self._user_json(owner),
             "private": True,
             "html_url": f"{self.url}/{full_name}",
-            "url": f"{self.url}/repos/{full_name}",
+            "description": None,
             "fork": False,
+            "url": api,
+            "archive_url": api + "/{archive_format}{/ref}",
+            "assignees_url": api + "/assignees{/user}",
+            "blobs_url": api + "/git/blobs{/sha}",
+            "branches_url": api + "/branches{/branch}",
+            "collaborators_url": api + "/collaborators{/collaborator}",
+            "comments_url": api + "/comments{/number}",
+            "commits_url": api + "/commits{/sha}",
+            "compare_url": api + "/compare/{base}...{head}",
+            "contents_url": api + "/contents/{+path}",
+            "contributors_url": api + "/contributors",
+            "deployments_url": api + "/deployments",
+            "downloads_url": api + "/downloads",
+            "events_url": api + "/events",
+            "forks_url": api + "/forks",
+            "git_commits_url": api + "/git/commits{/sha}",
+            "git_refs_url": api + "/git/refs{/sha}",
+            "git_tags_url": api + "/git/tags{/sha}",
+            "hooks_url": api + "/hooks",
+            "issue_comment_url": api + "/issues/comments{/number}",
+            "issue_events_url": api + "/issues/events{/number}",
+            "issues_url": api + "/issues{/number}",
+            "keys_url": api + "/keys{/key_id}",
+            "labels_url": api + "/labels{/name}",
+            "languages_url": api + "/languages",
+            "merges_url": api + "/merges",
+            "milestones_url": api + "/milestones{/number}",
+            "notifications_url": api + "/notifications{?since,all,participating}",
+            "pulls_url": api + "/pulls{/number}",
+            "releases_url": api + "/releases{/id}",
+            "stargazers_url": api + "/stargazers",
+            "statuses_url": api + "/statuses/{sha}",
+            "subscribers_url": api + "/subscribers",
+            "subscription_url": api + "/subscription",
+            "tags_url": api + "/tags",
+            "teams_url": api + "/teams",
+            "trees_url": api + "/git/trees{/sha}",
+        }
+
+    def _full_repository_json(self, owner: str, repo: str) -> dict[str, Any]:
+        """A ``full-repository`` (``GET /repos/{owner}/{repo}``) with every
+        field the official schema requires; no license, no forks or stars."""
+        host = urlsplit(self.url).netloc
+        full_name = f"{owner}/{repo}"
+        return {
+            **self._repository_json(owner, repo),
+            "clone_url": f"{self.url}/{full_name}.git",
+            "git_url": f"git://{host}/{full_name}.git",
+            "ssh_url": f"git@{host}:{full_name}.git",
+            "svn_url": f"{self.url}/{full_name}",
+            "mirror_url": None,
+            "homepage": None,
+            "language": None,
+            "default_branch": "main",
+            "forks": 0,
+            "forks_count": 0,
+            "stargazers_count": 0,
+            "watchers": 0,
+            "watchers_count": 0,
+            "open_issues": 0,
+            "open_issues_count": 0,
+            "network_count": 0,
+            "subscribers_count": 0,
+            "size": 0,
+            "has_issues": True,
+            "has_projects": False,
+            "has_wiki": False,
+            "has_pages": False,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "license": None,
+            "pushed_at": iso(0),
+            "created_at": iso(0),
+            "updated_at": iso(0),
+            "visibility": "private",
+            "permissions": {
+                "admin": False,
+                "maintain": False,
+                "push": True,
+                "triage": True,
+                "pull": True,
+            },
+        }
+
+    def _user_json(self, login: str) -> dict[str, Any]:
+        """A ``simple-user`` (a repository's owner, shown as an organization)
+        with every field the official schema requires."""
+        user_id = _repository_id(login)
+        api = f"{self.url}/users/{login}"
+        return {
+            "login": login,
+            "id": user_id,
+            "node_id": _node_id("Organization", user_id),
+            "avatar_url": f"{self.url}/avatars/u/{user_id}",
+            "gravatar_id": "",
+            "url": api,
+            "html_url": f"{self.url}/{login}",
+            "followers_url": api + "/followers",
+            "following_url": api + "/following{/other_user}",
+            "gists_url": api + "/gists{/gist_id}",
+            "starred_url": api + "/starred{/owner}{/repo}",
+            "subscriptions_url": api + "/subscriptions",
+            "organizations_url": api + "/orgs",
+            "repos_url": api + "/repos",
+            "events_url": api + "/events{/privacy}",
+            "received_events_url": api + "/received_events",
+            "type": "Organization",
+            "site_admin": False,
         }
 
     def _run_api_url(self, run: WorkflowRun) -> str:
