@@ -210,6 +210,9 @@ SPECTACULAR_SETTINGS = {
 # --- django-q2 ------------------------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Where the reconcilers share providers' request budgets when Redis is configured
+# (one key per token hash under this prefix).
+BUDGET_REDIS_PREFIX = os.environ.get("BUDGET_REDIS_PREFIX", "ccdash:budget:")
 Q_CLUSTER: dict = {
     "name": "ccdash",
     "workers": int(os.environ.get("Q_WORKERS", "4")),

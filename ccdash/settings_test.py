@@ -43,6 +43,13 @@ else:
 if os.environ.get("CCDASH_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["CCDASH_TEST_DB_NAME"]
 
+# Budgets shared through Redis: a namespace per pytest process (its integration
+# tests' child processes inherit it), cleared before each test (tests/conftest.py),
+# so neither earlier tests nor another run on the same server leak into a test.
+BUDGET_REDIS_PREFIX = os.environ.setdefault(
+    "BUDGET_REDIS_PREFIX", f"ccdash-test-{os.getpid()}:budget:"
+)
+
 # Tasks run inline in tests; a real qcluster started by an integration test
 # sets CCDASH_Q_SYNC=0 to consume the queue instead. The cluster name keys the
 # Redis queue, so concurrent or leftover test runs never share one.

@@ -214,7 +214,7 @@ def shared_store() -> BudgetStore:
     if getattr(settings, "REDIS_URL", ""):
         from connectors.budget_stores import RedisBudgetStore
 
-        return RedisBudgetStore(settings.REDIS_URL)
+        return RedisBudgetStore(settings.REDIS_URL, prefix=settings.BUDGET_REDIS_PREFIX)
     from connectors.budget_stores import DatabaseBudgetStore
 
     return DatabaseBudgetStore()

@@ -31,6 +31,19 @@ def _workspaces_root(settings, tmp_path):
     return tmp_path
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_budgets(settings):
+    """The Redis budget store outlives a test (the database one is rolled back)."""
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        names = list(client.scan_iter(match=f"{settings.BUDGET_REDIS_PREFIX}*", count=500))
+        if names:
+            client.delete(*names)
+        client.close()
+
+
 @pytest.fixture
 def workspace(tmp_path):
     root = tmp_path / "workspace"
