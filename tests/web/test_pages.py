@@ -203,9 +203,11 @@ def test_details_fragment_is_only_the_details(project, operator):
 
 
 def test_settings_panel_for_admins_never_shows_a_secret(project, admin_member):
-    write_credentials(project, "github_actions", {"token": "ghp_supersecretvalue1234"}, user=None)
+    write_credentials(
+        project, "github_actions", {"token": "sim-fake-token-supersecret1234"}, user=None
+    )
     page = browser_for(admin_member).get(f"/projects/{project.pk}/settings").content.decode()
-    assert "ghp_supersecretvalue1234" not in page
+    assert "sim-fake-token-supersecret1234" not in page
     assert "supersecret" not in page
     assert "1234" in page  # the last four characters
     assert 'name="s:owner"' in page  # fields from the adapter's declared config
