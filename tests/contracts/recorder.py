@@ -2,7 +2,9 @@
 against the JSON Schemas transcribed from the providers' descriptions
 (``tests/contracts/schemas/<provider>.json``):
 
-- a request body against the operation's ``request`` schema;
+- a request body against the operation's ``request`` schema, and the query
+  string against its ``query`` schema where one is transcribed (each
+  parameter as the list of its values, as the URL carries them);
 - a response against the schema of its status (errors against the
   provider's error schema);
 - every key an adapter reads from a decoded answer (``HttpAdapter.decode``
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import requests
@@ -42,6 +44,7 @@ class Operation:
     path: str
     pattern: re.Pattern[str]
     request: dict[str, Any] | None
+    query: dict[str, Any] | None
     responses: dict[str, dict[str, Any] | None]
     error: dict[str, Any]
     definitions: dict[str, Any]
@@ -74,6 +77,7 @@ def operations() -> tuple[Operation, ...]:
                     op["path"],
                     _pattern(op["path"]),
                     op.get("request"),
+                    op.get("query"),
                     op["responses"],
                     document["error"],
                     document.get("definitions", {}),
@@ -213,6 +217,9 @@ class ContractRecorder:
         self.exchanges.append(Exchange(operation.name, response.status_code, body))
         if operation.request is not None and body is not None:
             self._check(body, operation.rooted(operation.request), f"{operation.name} request")
+        if operation.query is not None:
+            query = parse_qs(_query_of(response, url, kwargs), keep_blank_values=True)
+            self._check(query, operation.rooted(operation.query), f"{operation.name} query")
         status = response.status_code
         if status >= 400:
             schema: dict[str, Any] | None = operation.error
@@ -238,6 +245,14 @@ class ContractRecorder:
 
     def operations_seen(self) -> set[str]:
         return {exchange.operation for exchange in self.exchanges}
+
+
+def _query_of(response: requests.Response, url: str, kwargs: dict[str, Any]) -> str:
+    """The query string sent: the prepared request's, else built from ``params``."""
+    if response.request is not None and response.request.url:
+        return urlsplit(str(response.request.url)).query
+    prepared = requests.Request("GET", url, params=kwargs.get("params")).prepare()
+    return urlsplit(str(prepared.url)).query
 
 
 def _api_path(url: str, prefix: str = "") -> str:

@@ -53,7 +53,7 @@ def test_the_transcribed_schemas_are_valid_json_schema():
         for schema in [*document["definitions"].values(), document["error"]]:
             jsonschema.Draft7Validator.check_schema(schema)
         for op in document["operations"]:
-            for schema in [op.get("request"), *op["responses"].values()]:
+            for schema in [op.get("request"), op.get("query"), *op["responses"].values()]:
                 if schema is not None:
                     jsonschema.Draft7Validator.check_schema(schema)
 
@@ -122,6 +122,16 @@ def test_an_adapter_reading_a_field_the_schema_lacks_is_a_violation(
     adapter.poll_status(ref)
 
     assert any(".url, which the schema does not declare" in v for v in recorder.violations)
+
+
+def test_a_query_parameter_the_description_lacks_is_a_violation(devin_sim, recorder):
+    adapter = make_adapter("devin", devin_sim)
+
+    adapter.send("GET", "/v1/sessions", params={"tags": "ccdash", "per_page": 100})
+    adapter.send("GET", "/v1/sessions", params={"limit": "many"})
+
+    assert any("query: (root): Additional properties" in v for v in recorder.violations)
+    assert any("query: limit/0: 'many' does not match" in v for v in recorder.violations)
 
 
 def test_a_simulated_run_without_a_required_field_is_a_violation(github_sim, recorder, monkeypatch):
