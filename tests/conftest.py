@@ -7,6 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from connectors.http import reset_clients
+from connectors.providers.devin import adapter as devin_adapter
 from connectors.providers.github_actions import adapter as github_adapter
 from execution.reconcile import cadence
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
@@ -18,6 +19,7 @@ def _fresh_http_clients():
     reset_clients()
     cadence.forget()
     github_adapter.forget_listings()
+    devin_adapter.forget_listings()
     yield
     reset_clients()
 

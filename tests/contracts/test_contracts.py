@@ -14,6 +14,7 @@ import pytest
 
 from connectors.base import RunRef, RunSpec, Secrets
 from connectors.providers.devin.adapter import DevinAdapter
+from connectors.providers.devin.simulator import DevinSimulator
 from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from connectors.registry import REGISTRY
 from tests.contracts.recorder import ContractRecorder, iter_schemas, operations
@@ -101,6 +102,8 @@ def test_devin_every_operation_we_use_keeps_the_contract(devin_sim, recorder):
     assert adapter.recover_dispatch(run_spec) is not None
     devin_sim.set_state(ref.provider_run_id, "finished")
     adapter.poll_status(ref)
+    assert adapter.poll_many([ref])[ref.run_id].status == "succeeded"  # the tagged listing
+    assert adapter.fetch_logs(ref, {}).entries
     adapter.follow_up(ref, "Now the changelog [sim:hold]")
     adapter.cancel(ref)
 
@@ -132,6 +135,27 @@ def test_a_query_parameter_the_description_lacks_is_a_violation(devin_sim, recor
 
     assert any("query: (root): Additional properties" in v for v in recorder.violations)
     assert any("query: limit/0: 'many' does not match" in v for v in recorder.violations)
+
+
+def test_a_listed_session_without_a_required_field_is_a_violation(devin_sim, recorder, monkeypatch):
+    original = DevinSimulator._session_json
+
+    def without_updated_at(self, session):
+        answer = original(self, session)
+        del answer["updated_at"]
+        return answer
+
+    monkeypatch.setattr(DevinSimulator, "_session_json", without_updated_at)
+    adapter = make_adapter("devin", devin_sim)
+    run_spec = spec()
+    ref = ref_of(adapter.dispatch(run_spec), run_spec)
+
+    adapter.poll_many([ref])
+
+    assert any(
+        "GET /v1/sessions 200: sessions/0: 'updated_at' is a required property" in v
+        for v in recorder.violations
+    )
 
 
 def test_a_simulated_run_without_a_required_field_is_a_violation(github_sim, recorder, monkeypatch):

@@ -11,8 +11,13 @@ Provider facts relied on (https://docs.devin.ai/api-reference/v1):
   ``is_new_session: false``: the only provider-side dedupe we have.
 - ``GET /v1/sessions/{id}`` → ``status_enum``, ``messages[]`` (the whole
   transcript, no paging), ``pull_request{url}``; no ``url``.
-- ``GET /v1/sessions?limit=&offset=&tags=`` → ``{"sessions": [...]}`` (newest
-  first; each with ``tags`` and ``title``; no ``url`` either).
+- ``GET /v1/sessions?limit=&offset=&tags=`` → ``{"sessions": [...]}``
+  (https://docs.devin.ai/api-reference/v1/sessions/list-sessions): ``limit``
+  (default 100), ``offset`` (default 0), ``tags`` (sessions carrying them).
+  Each item is a session summary: ``session_id``, ``status``,
+  ``status_enum`` (the same values as the session read), ``tags``,
+  ``title``, ``created_at``, ``updated_at``; no ``messages`` and no ``url``.
+  The order is not documented (our simulator lists the newest first).
 - The session's page: the create answer's ``url`` where given, else built from
   ``session_id`` in the same shape (``https://app.devin.ai/sessions/<id>``
   without the ``devin-`` prefix), so a recovered or polled run keeps a link.
@@ -33,11 +38,23 @@ Correlation: the prompt ends with a marker line carrying the run's
 makes the prompt identical on every attempt of one run (so ``idempotent``
 dedupes a re-sent create) and different between runs of the same command (so
 it never merges two runs into one session).
+
+Batch polling: the summaries carry ``status_enum``, so the due runs of a
+project are polled by listing the sessions tagged ``ccdash`` (every session
+CCDash creates), ``LIST_PAGE`` a page, until each wanted session was seen, a
+page comes back short, or ``LIST_MAX_PAGES`` were read (500 sessions); a
+session missing from those pages (older ones, if Devin lists the newest first
+as our simulator does) is read on its own. The listing has no messages: the
+reconciler reads them with ``fetch_logs`` (one session read) when its log
+rules say they are due; a run polled alone still gets status and messages
+from one read (``poll_status_with_logs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -60,6 +77,7 @@ from connectors.errors import (
     InvalidResponse,
     ProviderConflict,
 )
+from connectors.http import credential_key
 from connectors.http_adapter import HttpAdapter
 from connectors.redaction import Redactor
 
@@ -74,6 +92,21 @@ DEFAULT_APP_URL = "https://app.devin.ai"
 _RAISE_ON_CANCEL = frozenset({401, 403, 404, 429})
 # Sessions that take no more messages (expired, including after our DELETE).
 ENDED_FOR_GOOD = frozenset({"expired"})
+# Batch polling: the documented default page size, and how many pages one
+# listing reads at most before the sessions it did not reach are read alone.
+LIST_PAGE = 100
+LIST_MAX_PAGES = 5
+# A listing page answers the groups polled within this many seconds of it
+# (one sweep hands a provider's due runs out in groups: per claim, per project).
+LISTING_REUSE_S = 2.0
+_pages: dict[tuple, tuple[float, list[dict[str, Any]], bool]] = {}
+_pages_lock = threading.Lock()
+
+
+def forget_listings() -> None:
+    """Drop the listing pages kept for reuse (tests: a fresh start)."""
+    with _pages_lock:
+        _pages.clear()
 
 
 def run_tag(dispatch_key: str) -> str:
@@ -93,9 +126,14 @@ class DevinAdapter(HttpAdapter):
     # No artifact API in v1: the pull request link arrives as a provider log line.
     # Follow-ups: a message to the session (an answer while it is blocked, or
     # new work once it finished). The session read carries its messages
-    # (logs_with_status).
+    # (logs_with_status, for a run polled alone); the listing does not, so
+    # batch-polled runs have them read by fetch_logs when they are due.
     CAPABILITIES = Capabilities(
-        supports_cancel=True, supports_follow_up=True, supports_logs=True, logs_with_status=True
+        supports_cancel=True,
+        supports_follow_up=True,
+        supports_batch_poll=True,
+        supports_logs=True,
+        logs_with_status=True,
     )
     default_base_url = "https://api.devin.ai"
     default_hosts = ("api.devin.ai",)
@@ -201,6 +239,69 @@ class DevinAdapter(HttpAdapter):
         """Map ``status_enum`` (None when unknown)."""
         return self._state(self._session(ref.provider_run_id), ref.provider_run_id)
 
+    def poll_many(self, refs: Sequence[RunRef]) -> dict[int, RunState | ConnectorError]:
+        """The sessions tagged ``ccdash`` (``GET /v1/sessions?tags=ccdash``,
+        ``LIST_PAGE`` a page, conditionally), read page after page until every
+        wanted session was listed, a page comes back short or
+        ``LIST_MAX_PAGES`` were read; each listed session's ``status_enum``
+        is mapped like a session read. Sessions not listed (older than the
+        pages read, or gone) are read one by one: a vanished one is that
+        run's ``RunNotFound``. No messages: they come from ``fetch_logs``.
+        Raises when a listing page fails (transient errors, a rejected key)."""
+        # Runs by session: a follow-up run continues its parent's session.
+        wanted: dict[str, list[RunRef]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.provider_run_id, []).append(ref)
+        answers: dict[str, RunState | ConnectorError] = {}
+        if wanted:
+            for sessions in self._listing_pages():
+                for session in sessions:
+                    session_id = str(session.get("session_id") or "")
+                    if session_id in wanted and session_id not in answers:
+                        answers[session_id] = self._state(session, session_id)
+                if len(answers) == len(wanted):
+                    break
+        for session_id, same in wanted.items():
+            if session_id not in answers:
+                try:
+                    answers[session_id] = self.poll_status(same[0])
+                except ConnectorError as exc:
+                    answers[session_id] = exc
+        return {ref.run_id: answers[ref.provider_run_id] for ref in refs}
+
+    def _listing_pages(self) -> Iterator[list[dict[str, Any]]]:
+        """The listing's pages, read as they are asked for (a caller that
+        found what it wanted stops reading)."""
+        for number in range(LIST_MAX_PAGES):
+            sessions, full = self._listing_page(number * LIST_PAGE)
+            yield sessions
+            if not full:
+                return
+
+    def _listing_page(self, offset: int) -> tuple[list[dict[str, Any]], bool]:
+        """One page of CCDash's sessions and whether it was full, shared by
+        the groups polled within ``LISTING_REUSE_S`` of each other. New
+        sessions only push the others further down, so a page read a moment
+        ago may repeat a session of the next one but never skips one."""
+        key = (self.base_url, credential_key(self.auth_headers(), None), offset)
+        now = time.monotonic()
+        with _pages_lock:
+            kept = _pages.get(key)
+            if kept is not None and now - kept[0] <= LISTING_REUSE_S:
+                return kept[1], kept[2]
+        params = {"tags": BASE_TAG, "limit": LIST_PAGE, "offset": offset}
+        listing = self.call_json(
+            "GET", "/v1/sessions", "session list", params=params, conditional=True
+        )
+        found = listing.get("sessions") or []
+        sessions = [s for s in found if isinstance(s, Mapping)]
+        full = isinstance(found, list) and len(found) >= LIST_PAGE
+        with _pages_lock:
+            for old in [k for k, kept in _pages.items() if now - kept[0] > LISTING_REUSE_S]:
+                del _pages[old]
+            _pages[key] = (now, sessions, full)
+        return sessions, full
+
     def poll_status_with_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> RunState:
         """The session read carries its messages: the status and the messages
         new since ``cursor`` from one GET (``logs_with_status``). The output
@@ -219,7 +320,9 @@ class DevinAdapter(HttpAdapter):
         )
 
     def fetch_logs(self, ref: RunRef, cursor: Mapping[str, Any]) -> LogBatch:
-        """Messages after ``cursor`` (see ``_new_output``), one GET of the session."""
+        """Messages after ``cursor`` (see ``_new_output``), one GET of the
+        session: what a batch-polled run's output is read with, with the same
+        cursor as ``poll_status_with_logs``."""
         return _new_output(self._session(ref.provider_run_id), cursor)
 
     # --- cancel and health ------------------------------------------------------------
