@@ -76,6 +76,8 @@ CANONICAL = {
     "failure": "failed",
 }
 ORDER = ["queued", "running", "succeeded", "failed"]
+# The simulator's request kinds that poll status (the rest read logs).
+STATUS_KINDS = ("list_runs", "get_run")
 
 
 class SimClock:
@@ -227,6 +229,8 @@ class Outcome:
     sweeps: int
     wall_s: float
     kinds: dict[str, int]
+    status_requests: int = 0  # listings and single status reads (logs excluded)
+    status_counted: int = 0
     answers: list[float] = field(default_factory=list)  # webhook answer times (real s)
 
     @property
@@ -336,6 +340,7 @@ def simulate(args: argparse.Namespace, mode: str, label: str) -> Outcome:
                 histories = {run.id: list(run.history) for run in sim.iter_runs()}
             budget = sim.budget_stats()
             stats = sim.stats()
+            polls = [e["status"] for e in sim.request_log() if e["kind"] in STATUS_KINDS]
         finally:
             sim.stop()
             log_lines.stop()
@@ -355,6 +360,8 @@ def simulate(args: argparse.Namespace, mode: str, label: str) -> Outcome:
         sweeps=sweeps,
         wall_s=time.monotonic() - wall_started,
         kinds=dict(stats["requests"]),
+        status_requests=len(polls),
+        status_counted=sum(1 for status in polls if status not in (304, 403, 429)),
         answers=hooks.answers if hooks is not None else [],
     )
 
@@ -524,6 +531,17 @@ def render(args: argparse.Namespace, outcomes: list[Outcome], info: dict[str, st
             f"- {o.mode}: {o.requests} API requests ({kinds}); {o.counted} counted; "
             f"{o.run_hours:.0f} active run-hours; {o.sweeps} sweeps."
         )
+    base = outcomes[0]
+    for o in outcomes[1:]:
+        if o.status_requests and base.status_requests:
+            lines.append(
+                f"- status polling (listings and single reads, logs excluded): {base.mode} "
+                f"{base.status_requests} requests ({base.status_counted} counted), {o.mode} "
+                f"{o.status_requests} ({o.status_counted} counted): "
+                f"{base.status_requests / o.status_requests:.1f}x fewer requests, "
+                f"{base.status_counted / max(1, o.status_counted):.1f}x fewer counted "
+                "(target ≥ 10x)."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -144,10 +144,15 @@ class BudgetBook:
                     history.append(budget)
 
     def spend_rate(self, provider_id: str, key: str, now: float) -> float | None:
-        """Requests per second the token spent lately (by every process: the
-        provider's ``remaining`` counts them all), from this process's
-        observations of the current window over the last ``SPEND_HORIZON_S``;
-        None without enough of them."""
+        """Requests per second the token spent lately (see ``spending``)."""
+        spending = self.spending(provider_id, key, now)
+        return None if spending is None else spending[0] / (spending[2] - spending[1])
+
+    def spending(self, provider_id: str, key: str, now: float) -> tuple[float, float, float] | None:
+        """``(requests, since, until)``: what the token spent between two of
+        this process's observations of the current window over the last
+        ``SPEND_HORIZON_S`` (by every process: the provider's ``remaining``
+        counts them all); None without enough of them."""
         with self._lock:
             history = list(self._history.get((provider_id, key), ()))
         if not history:
@@ -161,8 +166,8 @@ class BudgetBook:
         ]
         if len(recent) < 2 or last.observed_at - recent[0].observed_at < SPEND_MIN_SPAN_S:
             return None
-        spent = recent[0].remaining - last.remaining
-        return max(0.0, spent / (last.observed_at - recent[0].observed_at))
+        spent = max(0, recent[0].remaining - last.remaining)
+        return float(spent), recent[0].observed_at, last.observed_at
 
     def merge(self, budgets: Iterable[Budget], *, dirty: bool = False) -> None:
         with self._lock:

@@ -16,7 +16,7 @@
 Polling goes on meanwhile, relaxed (``execution.reconcile.cadence``: while
 deliveries arrive, ``RECONCILE_WEBHOOK_RELAX`` times the poll interval):
 deliveries can be lost, and a lost one is caught by the next poll. A delivery
-leaves the run's next poll where it was (on the grid its batch shares).
+leaves the run's next poll where it was (its slot's next listing).
 """
 
 from __future__ import annotations

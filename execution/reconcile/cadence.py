@@ -1,20 +1,44 @@
 """When a run that answered is polled next: the poll interval, stretched to
 fit the provider token's request budget, relaxed while webhooks arrive.
 
-* Budget: ``connectors.budget`` knows each token's remaining requests and
-  reset (from the provider's rate-limit headers, shared by every process).
-  A round over all of the token's active runs costs about ``active runs *
-  requests per run`` (a batch listing shares its requests among its runs; a
-  free 304 costs nothing); ``paced_interval`` spreads what is left evenly
-  until the reset. Every process computes it from the same shared budget and
-  applies it to the runs it polled, so together they stay within it.
-* Runs just dispatched and runs being canceled keep the base interval: they
-  are few, and what a user waits for first.
-* Webhooks: while a project's provider delivers signed webhooks, its runs are
-  polled ``RECONCILE_WEBHOOK_RELAX`` times less often — never not at all,
+Two kinds of runs:
+
+* **Polled one by one** (Cursor, Devin's single reads, runs being canceled):
+  the base interval, stretched so that one round over all of the token's
+  active runs (``active runs * requests per run-poll``, measured) spends what
+  is left of the budget evenly until the reset (``budget.paced_interval``),
+  corrected every ``ADJUST_EVERY_S`` by what the token really spends. Runs
+  just dispatched and runs being canceled keep the base interval.
+* **Batch-polled** (an adapter declaring ``supports_batch_poll``: GitHub's
+  listing): each (project, provider) slot has one *listing schedule*. Every
+  run of the slot is due at the slot's next listing, whenever it was read
+  last, so one listing answers for all of them (``ListingSchedule``). A run
+  due before it (just dispatched, or back from an error's backoff) joins the
+  next listing instead of being read alone (``Sweep`` defers it). The
+  listing interval spends what the budget leaves for status::
+
+      interval = P / (SAFETY * R - O)
+
+  ``P``: counted requests of one listing round of the token's slots
+  (measured: pages that were not a free 304, and the single reads of runs
+  missing from the lists, i.e. those that ended); ``R``: the spendable rate,
+  ``(remaining - reserve) / time to reset``; ``O``: what the token spends
+  besides listings — final logs, cancels, dispatches, other processes' work —
+  the spend rate every answer's headers show, less this process's own
+  listings over the same time. Status reads are what freshness is made of,
+  so they get the budget first: ``O`` is paid before them (but status keeps
+  at least ``STATUS_FLOOR`` of the rate), and while the budget limits, output
+  of running jobs is read only within a small allowance
+  (``running_output_allowed``).
+  Never below the base interval, never past the reset.
+* **Webhooks**: while a project's provider delivers signed webhooks, its runs
+  are polled ``RECONCILE_WEBHOOK_RELAX`` times less often — never not at all,
   since deliveries can be lost.
 
-Lives on the sweep's thread (``ResultWriter``); cached per sweep.
+The schedule and the measured costs live in this process (module state,
+shared by its sweeps); the budget itself is shared by every process
+(``connectors.budget``), so several reconcilers pace themselves by what all of
+them spend.
 """
 
 from __future__ import annotations
@@ -22,7 +46,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from datetime import datetime, timedelta
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
@@ -37,19 +63,34 @@ from execution.states import ACTIVE_STATUSES, RunStatus
 FRESH_S = 120.0
 # Defaults for EXECUTION["RECONCILE_WEBHOOK_RELAX"] and how recent the last
 # delivery must be for webhooks to count as arriving.
-WEBHOOK_RELAX = 10.0
+WEBHOOK_RELAX = 15.0
 WEBHOOK_FRESH_S = 600.0
 # The measured requests per run-poll (per provider token) is a ratio of decaying
-# sums over roughly the last 1 / COST_DECAY polls: a batch's runs share its
-# requests, a run polled alone pays its own.
+# sums over roughly the last 1 / COST_DECAY polls: a run polled alone pays its own.
 COST_DECAY = 0.002
-# How a token's spendable budget is shared: status reads first, then the
-# output of running jobs (read on a status change and at the end regardless).
+# The share of a token's spendable budget status reads of runs polled one by
+# one plan for (the rest: output of running jobs, cancels, dispatches).
 STATUS_SHARE = 0.6
-LOG_SHARE = 0.4
 # Requests a log read of a running run costs when unmeasured (GitHub: the job
 # list and the job log; the signed download is not an API request).
 LOG_COST = 2.0
+# While the budget limits, reads of running jobs' output (not the final read of
+# an ended run, which always happens) share LOG_ALLOWANCE of the spendable rate
+# through a token bucket holding at most LOG_BURST_S of it: a synchronized
+# crowd of runs whose output fell due together cannot spend the budget at once.
+LOG_ALLOWANCE = 0.1
+LOG_BURST_S = 30.0
+_log_buckets: dict[tuple[str, str], list[float]] = {}  # token -> [reads left, refilled at]
+# Aim below the spendable rate: what other work spends comes in bursts.
+SAFETY = 0.8
+# Status reads keep at least this share of the spendable rate however much
+# other work spends (it runs down to the reserve; polls then wait for the reset).
+STATUS_FLOOR = 0.25
+# Listing rounds: the measured cost of a round is a moving average over the
+# last few (weight of the newest); rounds are kept long enough to compare with
+# the budget's spend horizon.
+ROUND_WEIGHT = 0.3
+LISTING_HORIZON_S = budget.SPEND_HORIZON_S
 
 _costs: dict[tuple[str, str], tuple[float, float]] = {}
 _costs_lock = threading.Lock()
@@ -66,12 +107,10 @@ def _smoothed_cost(provider_id: str, key: str, cost: float | None) -> float:
         return spent / polls if polls else 1.0
 
 
-# A correction of each token's estimated status interval by what the token
+# A correction of each token's estimated per-run interval by what the token
 # really spends (status, logs, cancels, other processes): every ADJUST_EVERY_S
 # it is scaled by spent / (SAFETY * spendable rate), by 0.7 to 1.5 at once.
 ADJUST_EVERY_S = 15.0
-# Aim below the spendable rate: what other work spends comes in bursts.
-SAFETY = 0.8
 _corrections: dict[tuple[str, str], list[float]] = {}  # slot -> [factor, adjusted at]
 
 
@@ -90,11 +129,124 @@ def _paced(
         return min(max(base, estimate * pace[0]), max(base, known.reset_in(now)))
 
 
+Slot = tuple[int, str]  # (project id, provider id)
+TokenSlot = tuple[str, str]  # (provider id, token key)
+
+
+@dataclass
+class _Listing:
+    """One slot's listing schedule and what its rounds cost."""
+
+    token: TokenSlot
+    next_at: float = -math.inf  # epoch of the next listing
+    started_at: float = -math.inf  # epoch the current round started
+    current: float = 0.0  # counted requests of the current round so far
+    per_round: float | None = None  # moving average of finished rounds
+    rounds: deque[tuple[float, float]] = field(default_factory=deque)  # (started, cost)
+
+    def finish_round(self) -> None:
+        if self.started_at > -math.inf:
+            cost = self.current
+            self.per_round = (
+                cost
+                if self.per_round is None
+                else (1 - ROUND_WEIGHT) * self.per_round + ROUND_WEIGHT * cost
+            )
+            self.rounds.append((self.started_at, cost))
+        self.current = 0.0
+
+    def spent_between(self, since: float, until: float) -> float:
+        while self.rounds and self.rounds[0][0] < until - 2 * LISTING_HORIZON_S:
+            self.rounds.popleft()
+        spent = sum(cost for at, cost in self.rounds if since <= at <= until)
+        return spent + (self.current if since <= self.started_at <= until else 0.0)
+
+
+class ListingSchedule:
+    """Every batch-polled slot's next listing, and the measured cost of its
+    rounds (thread-safe; one per process)."""
+
+    def __init__(self) -> None:
+        # Re-entrant: a new round's interval reads the measured costs.
+        self._lock = threading.RLock()
+        self._slots: dict[Slot, _Listing] = {}
+
+    def pending(self, slot: Slot, now: float, since: float) -> float | None:
+        """The slot's next listing when it is still ahead and its current
+        round started before ``since`` (a run due before it joins it; a run of
+        a round under way is read in it), else None."""
+        with self._lock:
+            listing = self._slots.get(slot)
+            if listing is None or listing.next_at <= now or listing.started_at >= since:
+                return None
+            return listing.next_at
+
+    def next_at(self, slot: Slot, token: TokenSlot, now: float, cost: float | None, interval):
+        """When a run of ``slot`` read at ``now`` (costing ``cost`` requests)
+        is due again: the slot's next listing. The first run read once that
+        time has come starts a new round, ``interval()`` seconds long."""
+        with self._lock:
+            listing = self._slots.get(slot)
+            if listing is None or listing.token != token:
+                listing = self._slots[slot] = _Listing(token)
+            if listing.next_at <= now:
+                listing.finish_round()
+                listing.started_at = now
+                listing.next_at = now + interval()  # the finished round counts
+            listing.current += cost or 0.0
+            return listing.next_at
+
+    def round_cost(self, token: TokenSlot) -> float | None:
+        """Counted requests of one round over all of the token's slots; None
+        until every one of them has finished a round."""
+        with self._lock:
+            costs = [s.per_round for s in self._slots.values() if s.token == token]
+        if not costs or any(cost is None for cost in costs):
+            return None
+        return float(sum(costs))  # type: ignore[arg-type]
+
+    def listing_spend(self, token: TokenSlot, since: float, until: float) -> float:
+        """Counted requests of this process's listing rounds of the token that
+        started between ``since`` and ``until``."""
+        with self._lock:
+            return sum(
+                s.spent_between(since, until) for s in self._slots.values() if s.token == token
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._slots.clear()
+
+
+listings = ListingSchedule()
+
+
 def forget() -> None:
-    """Drop what this process measured (tests: a fresh start)."""
+    """Drop what this process measured and scheduled (tests: a fresh start)."""
     with _costs_lock:
         _costs.clear()
         _corrections.clear()
+        _log_buckets.clear()
+    listings.clear()
+
+
+def listing_interval(
+    base: float, *, known: budget.Budget | None, per_round: float | None, other: float, now: float
+) -> float:
+    """Seconds between two listing rounds that spend what the budget leaves
+    after ``other`` requests per second (see the module doc): ``base`` until
+    the budget and a round's cost are known; until the reset when nothing is
+    left for status."""
+    if known is None or not known.current(now) or per_round is None:
+        return base
+    until_reset = max(base, known.reset_in(now))
+    if known.polls_blocked(now):
+        return until_reset
+    spendable = SAFETY * known.spendable_rate(now)
+    available = max(spendable - other, STATUS_FLOOR * spendable)
+    if available <= 0:
+        return until_reset
+    return min(max(base, per_round / available), until_reset)
 
 
 class Cadence:
@@ -104,31 +256,70 @@ class Cadence:
         conf = settings.EXECUTION
         self.base_s = base_s
         self.relax = max(1.0, float(conf.get("RECONCILE_WEBHOOK_RELAX", WEBHOOK_RELAX)))
-        self._active: dict[tuple[int, str], int] = {}
-        self._webhooks: dict[tuple[int, str], bool] = {}
+        self._active: dict[Slot, int] = {}
+        self._webhooks: dict[Slot, bool] = {}
         self._keys: dict[int, str] = {}
 
     def next_poll_at(self, target: Target, cost: float | None, now: datetime) -> datetime:
-        """When to poll the run again.
-
-        Runs of a batch-polling adapter (not fresh, not canceling) fall due
-        together on an epoch-aligned grid: the first boundary after now of a
-        grid of ``base_s * 2**k``, the smallest not shorter than the paced
-        interval. Runs polled at different moments meet at the next boundary
-        and share one listing from then on (the grids nest, so they stay
-        together when the budget stretches the grid); a listing per group of
-        due runs would cost the whole listing each time."""
-        interval = self.interval_s(target, cost, now)
+        """When to poll the run again: a batch-polled run at its slot's next
+        listing, any other after ``interval_s``."""
         if not batched(target, now):
-            return now + timedelta(seconds=interval)
-        steps = max(0, math.ceil(math.log2(max(interval, self.base_s) / self.base_s) - 1e-9))
-        grid = self.base_s * 2**steps
+            return now + timedelta(seconds=self.interval_s(target, cost, now))
+        run = target.run
+        slot = (run.project_id, run.provider_id)
+        token = (run.provider_id, self._token_key(target))
+        at = listings.next_at(
+            slot,
+            token,
+            now.timestamp(),
+            cost,
+            lambda: self.listing_interval_s(target, now, cost),
+        )
+        return datetime.fromtimestamp(at, UTC)
+
+    def joins_listing(self, target: Target, now: datetime, since: datetime) -> datetime | None:
+        """The slot's next listing when ``target`` should wait for it instead
+        of being read alone now: it is batch-polled, the listing is ahead, and
+        no round of it started since ``since`` (the sweep's start)."""
+        if not batched(target, now):
+            return None
+        slot = (target.run.project_id, target.run.provider_id)
+        at = listings.pending(slot, now.timestamp(), since.timestamp())
+        return None if at is None else datetime.fromtimestamp(at, UTC)
+
+    def listing_interval_s(self, target: Target, now: datetime, cost: float | None) -> float:
+        """Seconds to the slot's next listing (see ``listing_interval``). Until
+        a round of every slot of the token has been measured, a round is
+        estimated at this run's share (``cost``) times the slot's active runs."""
+        run = target.run
+        relax = self.relax if self._webhooks_arrive(run, now) else 1.0
+        key = self._token_key(target)
+        if not key:
+            return self.base_s * relax
         epoch = now.timestamp()
-        return now + timedelta(seconds=(math.floor(epoch / grid) + 1) * grid - epoch)
+        token = (run.provider_id, key)
+        other = 0.0
+        spending = budget.book.spending(run.provider_id, key, epoch)
+        if spending is not None:
+            spent, since, until = spending
+            listed = listings.listing_spend(token, since, until)
+            other = max(0.0, spent - listed) / (until - since)
+        per_round = listings.round_cost(token)
+        if per_round is None and cost is not None:
+            per_round = cost * self._active_runs(run)
+        interval = listing_interval(
+            self.base_s,
+            known=budget.book.get(run.provider_id, key),
+            per_round=per_round,
+            other=other,
+            now=epoch,
+        )
+        return interval * relax
 
     def interval_s(self, target: Target, cost: float | None, now: datetime) -> float:
+        """A run polled one by one (see the module doc)."""
         run = target.run
-        if run.status == RunStatus.CANCELING or (_fresh(run, now) and not batched(target, now)):
+        if run.status == RunStatus.CANCELING or _fresh(run, now):
             return self.base_s
         base = self.base_s * (self.relax if self._webhooks_arrive(run, now) else 1.0)
         key = self._token_key(target)
@@ -148,15 +339,34 @@ class Cadence:
     def log_interval_s(self, target: Target, base_s: float) -> float:
         """How often a running run's output is read when its status did not
         change: ``base_s``, stretched so that reading every active run's output
-        takes at most ``LOG_SHARE`` of the token's budget."""
+        takes at most the log allowance (``LOG_ALLOWANCE``) of the token's
+        spendable rate."""
         key = self._token_key(target)
         known = budget.book.get(target.run.provider_id, key) if key else None
         if known is None:
             return base_s
-        demand = self._active_runs(target.run) * LOG_COST / LOG_SHARE
+        demand = self._active_runs(target.run) * LOG_COST / (LOG_ALLOWANCE * SAFETY)
         return budget.paced_interval(
             base_s, budget=known, requests_per_round=demand, now=time.time()
         )
+
+    def running_output_allowed(self, target: Target) -> bool:
+        """Whether a read of a running run's output fits the token's log
+        allowance now (takes one read from it; see ``LOG_ALLOWANCE``)."""
+        key = self._token_key(target)
+        known = budget.book.get(target.run.provider_id, key) if key else None
+        now = time.time()
+        if known is None or not known.current(now):
+            return True
+        rate = LOG_ALLOWANCE * SAFETY * known.spendable_rate(now) / LOG_COST
+        with _costs_lock:
+            bucket = _log_buckets.setdefault((target.run.provider_id, key), [1.0, now])
+            bucket[0] = min(max(1.0, rate * LOG_BURST_S), bucket[0] + rate * (now - bucket[1]))
+            bucket[1] = now
+            if bucket[0] < 1.0:
+                return False
+            bucket[0] -= 1.0
+            return True
 
     def _token_key(self, target: Target) -> str:
         adapter = target.adapter

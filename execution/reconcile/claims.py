@@ -171,6 +171,16 @@ def release(worker_id: str, run_ids: Iterable[int]) -> int:
     )
 
 
+def postpone(worker_id: str, run_ids: Iterable[int], *, until: datetime) -> int:
+    """Give back leases of runs not polled now: they fall due at ``until``."""
+    ids = list(run_ids)
+    if not ids:
+        return 0
+    return Run.objects.filter(pk__in=ids, lease_owner=worker_id).update(
+        lease_owner="", lease_expires_at=None, next_reconcile_at=until
+    )
+
+
 def release_all(worker_id: str) -> int:
     """Every lease of this worker (shutdown safety net)."""
     return Run.objects.filter(lease_owner=worker_id).update(lease_owner="", lease_expires_at=None)

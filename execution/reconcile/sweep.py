@@ -18,6 +18,7 @@ worker runs for each group it takes (on a pool thread).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from execution.models import Run
 from execution.reconcile.apply import ResultWriter
 from execution.reconcile.breaker import Breaker, Verdict
 from execution.reconcile.cadence import Cadence
-from execution.reconcile.claims import claim, release, renew
+from execution.reconcile.claims import claim, postpone, release, renew
 from execution.reconcile.heartbeat import fail_lost_local_runs
 from execution.reconcile.poll import fetch_logs_only, poll_group, run_dispatch_retry
 from execution.reconcile.pool import Lane, WorkerPool, is_dispatch
@@ -101,6 +102,7 @@ class Sweep:
         self.pending: list[PollResult] = []
         self.lanes: dict[str, Lane] = {}
         self.started = time.monotonic()
+        self.started_at = timezone.now()
 
     # --- the sweep ---------------------------------------------------------
 
@@ -163,6 +165,9 @@ class Sweep:
             self.report.lag_s = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         adapters = _AdapterCache()
         endpoints: set[tuple[str, str]] = set()
+        # Batch-polled runs due before their slot's next listing: they wait for it.
+        joining: dict[datetime, list[int]] = {}
+        may_join = not self.claim_filter.force and self.claim_filter.run_ids is None
         for pk in ids:
             run = runs.get(pk)
             if run is None:
@@ -188,15 +193,25 @@ class Sweep:
                 self.log_interval_s,
                 send_cancel=cancels.to_send(run, now),
             )
+            listing_at = may_join and self.cadence.joins_listing(target, now, self.started_at)
+            if listing_at:
+                joining.setdefault(listing_at, []).append(pk)
+                continue
             paced = self.cadence.log_interval_s(target, self.log_interval_s)
             if paced > self.log_interval_s:
-                # The budget limits: running output only at the paced interval.
+                # The budget limits: running output (not an ended run's last
+                # lines) only at the paced interval, within the token's allowance.
+                if not (_log_due(run, paced, now) and self.cadence.running_output_allowed(target)):
+                    paced = math.inf
                 target = replace(target, log_interval_s=paced, logs_on_change=False)
             lane = self._lane(run.provider_id)
             if adapter.capabilities().supports_batch_poll:
                 # One listing answers for many runs: a worker takes them together.
                 lane.group_size = max(lane.group_size, self.limits.batch_size)
             lane.queue.append(target)
+        for listing_at, waiting in joining.items():
+            postpone(self.worker_id, waiting, until=listing_at)
+            self.held.difference_update(waiting)
         self.breaker.load(endpoints)
 
     def _lane(self, provider_id: str) -> Lane:
@@ -383,6 +398,12 @@ class Sweep:
         self.writer.write(results)
         self.held.difference_update(r.target.run.pk for r in results)
         self.writer.mark_configs_failing()
+
+
+def _log_due(run: Run, interval_s: float, now: datetime) -> bool:
+    """Whether the run's output was last read ``interval_s`` ago or more."""
+    last = run.logs_fetched_at or run.last_reconciled_at or run.created_at
+    return last is None or (now - last).total_seconds() >= interval_s
 
 
 class _AdapterCache:

@@ -175,3 +175,59 @@ def test_groups_polled_within_moments_share_one_listing(sim, adapter):
 
     assert len(first) == len(second) == 20
     assert kinds(sim) == [("list_runs", 200)]
+
+
+def test_groups_created_at_different_times_share_one_listing(sim, adapter):
+    """The groups of one round carry different oldest creation times; the
+    later group used to ask for a listing of its own (a different ``created``
+    bound: every page counted again)."""
+    ids = sim.seed(40, "running", owner="ccdash", repo="demo")
+    now = time.time()
+
+    older = adapter.poll_many(refs_for(ids[20:], created_at=now - 3 * 3600))
+    recent = adapter.poll_many(refs_for(ids[:20], created_at=now - 60))
+
+    assert len(recent) == len(older) == 20
+    assert [k for k, _ in kinds(sim)] == ["list_runs"]  # the wider listing holds both
+
+
+def test_the_widest_recent_bound_is_kept_for_the_next_rounds(sim, adapter, monkeypatch):
+    """A round whose recent group comes first asks for the same listing as the
+    round before (the same URL: a free 304 when nothing changed)."""
+    ids = sim.seed(40, "running", owner="ccdash", repo="demo")
+    now = time.time()
+    adapter.poll_many(refs_for(ids[20:], created_at=now - 3 * 3600))
+    monkeypatch.setattr(github_actions, "LISTING_REUSE_S", 0.0)  # a round later
+
+    adapter.poll_many(refs_for(ids[:20], created_at=now - 60))
+
+    assert kinds(sim) == [("list_runs", 200), ("list_runs", 304)]
+
+
+def test_a_listing_is_reused_for_moments_of_wall_clock_time_only(sim, adapter, monkeypatch):
+    """Reuse was timed by ``time.monotonic``: where the wall clock moves on
+    faster than the process's own work (a simulated hour), a listing stood for
+    minutes of the provider's changes."""
+    ids = sim.seed(20, "running", owner="ccdash", repo="demo")
+    adapter.poll_many(refs_for(ids))
+    sim.set_state(ids[0], "success")
+    later = time.time() + github_actions.LISTING_REUSE_S + 1
+    monkeypatch.setattr(github_actions.time, "time", lambda: later)
+    monkeypatch.setattr(github_actions.time, "monotonic", lambda: 0.0)
+
+    states = adapter.poll_many(refs_for(ids))
+
+    assert states[1].status == "succeeded"
+
+
+def test_a_group_of_queued_runs_finds_the_ones_that_started_in_the_listing(sim, adapter):
+    """Only the statuses the group's runs were last seen in were listed: a
+    group of queued runs read every run that had started one by one."""
+    queued = sim.seed(5, "queued", owner="ccdash", repo="demo")
+    for run_id in queued[:3]:
+        sim.set_state(run_id, "in_progress")
+
+    states = adapter.poll_many(refs_for(queued, raw="queued"))
+
+    assert [states[n].status for n in range(1, 6)] == ["running"] * 3 + ["queued"] * 2
+    assert sorted(k for k, _ in kinds(sim)) == ["list_runs", "list_runs"]

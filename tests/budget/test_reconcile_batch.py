@@ -10,8 +10,10 @@ import pytest
 from django.utils import timezone
 
 from connectors import budget, services
+from connectors.providers.github_actions import adapter as github_actions
 from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution.models import Run, RunEvent
+from execution.reconcile import cadence
 from execution.reconciler import reconcile_sweep
 from tests.factories import RunFactory
 
@@ -96,13 +98,16 @@ def test_the_cadence_stretches_to_fit_the_tokens_budget(configured, sim, setting
     ids = sim.seed(20, "running")
     runs_for(configured, ids)
 
+    started = timezone.now()
     reconcile_sweep()
 
-    due = {run.next_reconcile_at.timestamp() for run in Run.objects.all()}
+    due = {run.next_reconcile_at for run in Run.objects.all()}
     assert len(due) == 1  # one slot: the next listing is shared by all
-    # On a grid of base * 2**k stretched past the base: 349 spendable requests
-    # for the hour, a listing for every round.
-    assert round(due.pop(), 3) % (4 * base) == 0
+    # One listing request a round; 399 - 50 (reserve) spendable over the hour,
+    # aimed at SAFETY of it: 1 / (0.8 * 349 / 3600) = 12.9 s, past the base.
+    interval = (due.pop() - started).total_seconds()
+    assert base < interval
+    assert 12.0 < interval < 14.0
 
 
 def test_with_a_plentiful_budget_the_base_interval_holds(configured, sim, settings):
@@ -127,3 +132,72 @@ def test_a_sweep_shares_what_it_learnt_about_the_budget(configured, sim):
     stored = budget.shared_store().load()
     assert [(b.provider_id, b.key) for b in stored] == [("github_actions", budget.token_key(TOKEN))]
     assert stored[0].remaining < 5000
+
+
+def test_a_run_due_before_its_slots_next_listing_waits_for_it(configured, sim, monkeypatch):
+    """A run just dispatched (due at once) was read alone, a counted request
+    each, although the slot's next listing would answer for it in moments."""
+    ids = sim.seed(20, "running")
+    runs_for(configured, ids)
+    reconcile_sweep()
+    listing_at = Run.objects.values_list("next_reconcile_at", flat=True).first()
+    fresh_id = sim.seed(1, "queued")[0]
+    (fresh,) = runs_for(configured, [fresh_id], status="queued", raw="queued")
+    sent = len(sim.request_log())
+
+    report = reconcile_sweep()
+
+    assert report.polled == 0
+    assert len(sim.request_log()) == sent  # nothing asked
+    fresh.refresh_from_db()
+    assert fresh.next_reconcile_at == listing_at and not fresh.lease_owner
+    # At the listing, one listing answers for all 21 runs.
+    Run.objects.update(next_reconcile_at=timezone.now())
+    cadence.listings.clear()
+    monkeypatch.setattr(github_actions, "LISTING_REUSE_S", 0.0)
+    report = reconcile_sweep()
+    assert report.polled == 21
+    assert [k for k in kinds(sim)[sent:]] == ["list_runs", "list_runs"]  # in_progress, queued
+
+
+def test_running_output_due_all_at_once_is_read_within_the_tokens_allowance(
+    configured, sim, settings
+):
+    """Output due by the paced interval fell due for every run at once (runs
+    whose output was read together): a burst of two requests per run that ran
+    a limited budget down to its reserve."""
+    sim.configure(ratelimit_limit=400)
+    ids = sim.seed(30, "running")
+    runs = runs_for(configured, ids)
+    long_ago = timezone.now() - timedelta(hours=2)
+    Run.objects.filter(pk__in=[r.pk for r in runs]).update(logs_fetched_at=long_ago)
+    reconcile_sweep()  # learns the budget
+    Run.objects.update(next_reconcile_at=timezone.now())
+    cadence.listings.clear()
+    sent = len(sim.request_log())
+
+    reconcile_sweep()
+
+    assert kinds(sim)[sent:].count("list_jobs") <= 1
+
+
+def test_listing_rounds_get_what_other_spending_leaves():
+    now = 1_000_000.0
+    known = budget.Budget("github_actions", "k", 5000, 1050, now + 1000, now)
+    # (1050 - 100 reserve) / 1000 s = 0.95/s; aimed at 0.8 of it: 0.76/s.
+    assert cadence.listing_interval(5.0, known=known, per_round=10, other=0.0, now=now) == (
+        pytest.approx(10 / 0.76)
+    )
+    # Final logs, cancels, other processes: paid first.
+    assert cadence.listing_interval(5.0, known=known, per_round=10, other=0.36, now=now) == (
+        pytest.approx(10 / 0.40)
+    )
+    # However much they spend, status keeps its floor (a quarter).
+    assert cadence.listing_interval(5.0, known=known, per_round=10, other=9.0, now=now) == (
+        pytest.approx(10 / 0.19)
+    )
+    # Never below the base, never past the reset; the base until measured.
+    assert cadence.listing_interval(5.0, known=known, per_round=1, other=0.0, now=now) == 5.0
+    assert cadence.listing_interval(5.0, known=known, per_round=None, other=0.0, now=now) == 5.0
+    spent = budget.Budget("github_actions", "k", 5000, 100, now + 1000, now)
+    assert cadence.listing_interval(5.0, known=spent, per_round=10, other=0.0, now=now) == 1000

@@ -209,11 +209,9 @@ def test_deliveries_relax_the_poll_cadence_but_never_stop_it(
     reconcile_sweep()
 
     run.refresh_from_db()
-    # Relaxed 10x (5 s -> 50 s): batch-polled runs fall due on the grid of
-    # 5 s * 2**k that covers it, 80 s, instead of 5 s; never not at all.
+    # Relaxed 15x: the next listing in 75 s instead of 5 s; never not at all.
     assert run.next_reconcile_at is not None
-    assert 0 < (run.next_reconcile_at - started).total_seconds() <= 80
-    assert round(run.next_reconcile_at.timestamp(), 3) % 80 == 0
+    assert 74 < (run.next_reconcile_at - started).total_seconds() <= 76
 
 
 @pytest.mark.django_db

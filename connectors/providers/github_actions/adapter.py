@@ -75,7 +75,11 @@ LIST_CONCURRENCY = 4
 # bound of a listing is rounded down to this many seconds so that they match.
 LISTING_REUSE_S = 2.0
 SINCE_ROUNDING_S = 600
-_listings: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
+SINCE_MEMORY_S = 600
+# (base URL, repository, workflow) -> (the earliest recent created bound, when)
+_bounds: dict[tuple[str, str, str], tuple[float, float]] = {}
+# (base URL, token, repository, workflow, status) -> (read at, created bound, runs)
+_listings: dict[tuple, tuple[float, float | None, list[dict[str, Any]]]] = {}
 _listings_lock = threading.Lock()
 
 
@@ -83,6 +87,7 @@ def forget_listings() -> None:
     """Drop the listings kept for reuse (tests: a fresh start)."""
     with _listings_lock:
         _listings.clear()
+        _bounds.clear()
 
 
 # Native statuses of an active run, each listable with ``status=``.
@@ -246,7 +251,8 @@ class GitHubActionsAdapter(HttpAdapter):
     def poll_many(self, refs: Sequence[RunRef]) -> dict[int, RunState | ConnectorError]:
         """The runs of the configured workflow, listed by status
         (``GET .../workflows/{wf}/runs?status=S&event=workflow_dispatch&created=>=T``,
-        100 a page, conditionally) for each status the runs were last seen in;
+        100 a page, conditionally) for in_progress and every other active
+        status the runs were last seen in;
         a run found in any list takes its state from there. Runs missing from
         every list (they moved to a status not listed, e.g. completed, or are
         past GitHub's 1,000 results of a filtered listing) are read one by one.
@@ -257,9 +263,7 @@ class GitHubActionsAdapter(HttpAdapter):
         created = [ref.created_at for ref in refs if ref.created_at is not None]
         since = None
         if len(created) == len(refs):
-            # Rounded down, so that the groups of one sweep ask for the same listing.
-            since = min(created) - DISPATCH_LOOKBACK_S
-            since -= since % SINCE_ROUNDING_S
+            since = self._listing_bound(min(created) - DISPATCH_LOOKBACK_S)
         for status in _listed_statuses(refs):
             for run in self._recent_listing(status, since):
                 ref = wanted.get(str(run.get("id")))
@@ -392,28 +396,40 @@ class GitHubActionsAdapter(HttpAdapter):
         raw = _native_status(run)
         return RunState(raw, self.map_status(raw), str(run.get("html_url") or ""))
 
+    def _listing_bound(self, since: float) -> float:
+        """The ``created`` bound of a listing: ``since`` rounded down, or an
+        earlier bound this workflow was listed with in the last
+        ``SINCE_MEMORY_S`` (the groups of one round — and of the next rounds —
+        then ask for the same listing, whichever of them comes first)."""
+        since -= since % SINCE_ROUNDING_S
+        key = (self.base_url, self._full_name, self._wf)
+        now = time.time()
+        with _listings_lock:
+            kept = _bounds.get(key)
+            if kept is not None and kept[0] < since and abs(now - kept[1]) <= SINCE_MEMORY_S:
+                return kept[0]  # (it moves on once no group has asked for it that long)
+            _bounds[key] = (since, now)
+        return since
+
     def _recent_listing(self, status: str, since: float | None) -> list[dict[str, Any]]:
         """``_list_runs``, shared by the groups of runs polled within
         ``LISTING_REUSE_S`` of each other (the groups one sweep hands out of
-        one claim after another): a status at most that old, read once."""
-        key = (
-            self.base_url,
-            self.require_secret("token"),
-            self._full_name,
-            self._wf,
-            status,
-            since,
-        )
-        now = time.monotonic()
+        one claim after another): a listing of ``status`` at most that old,
+        created since ``since`` or earlier (a listing from further back holds
+        every run a later bound would), is read once. Wall-clock time: the
+        reuse is about the provider's state, which moves with it."""
+        key = (self.base_url, self.require_secret("token"), self._full_name, self._wf, status)
+        now = time.time()
         with _listings_lock:
             kept = _listings.get(key)
-            if kept is not None and now - kept[0] <= LISTING_REUSE_S:
-                return kept[1]
+            fresh = kept is not None and abs(now - kept[0]) <= LISTING_REUSE_S
+            if kept is not None and fresh and _covers(kept[1], since):
+                return kept[2]
         runs = self._list_runs(status, since)
         with _listings_lock:
-            for old in [k for k, (at, _) in _listings.items() if now - at > LISTING_REUSE_S]:
+            for old in [k for k, kept in _listings.items() if abs(now - kept[0]) > LISTING_REUSE_S]:
                 del _listings[old]
-            _listings[key] = (now, runs)
+            _listings[key] = (now, since, runs)
         return runs
 
     def _list_runs(self, status: str, since: float | None) -> list[dict[str, Any]]:
@@ -551,11 +567,17 @@ def _max_log_bytes() -> int:
 
 
 def _listed_statuses(refs: Sequence[RunRef]) -> list[str]:
-    """The statuses to list: those the runs were last seen in (active ones),
-    in_progress and queued when nothing is known."""
-    seen = {ref.provider_status_raw for ref in refs}
-    statuses = [status for status in ACTIVE_NATIVE if status in seen]
-    return statuses or ["in_progress", "queued"]
+    """The statuses to list: in_progress always (where a queued or waiting
+    run goes next: found there, it is not read alone), and every other active
+    status a run was last seen in."""
+    seen = {ref.provider_status_raw for ref in refs} | {"in_progress"}
+    return [status for status in ACTIVE_NATIVE if status in seen]
+
+
+def _covers(kept_since: float | None, since: float | None) -> bool:
+    """Whether a listing of runs created since ``kept_since`` holds every run
+    created since ``since`` (None: no bound)."""
+    return kept_since is None or (since is not None and kept_since <= since)
 
 
 def _native_status(run: Mapping[str, Any]) -> str:
