@@ -14,6 +14,7 @@ from connectors.providers.devin import adapter as devin
 from connectors.providers.devin.adapter import BASE_TAG
 from connectors.providers.devin.simulator import DevinSimulator
 from execution.models import Run, RunEvent
+from execution.reconcile import cadence
 from execution.reconciler import reconcile_sweep
 from tests.contracts.recorder import ContractRecorder
 from tests.factories import RunFactory
@@ -70,6 +71,8 @@ def runs_for(project, ids, status="running", raw="working"):
 
 
 def due_again(runs, *, logs_read_s_ago: float = 0.0) -> None:
+    """The runs' next listing has come (the schedule forgets the one it set)."""
+    cadence.listings.clear()
     now = timezone.now()
     Run.objects.filter(pk__in=[r.pk for r in runs]).update(
         next_reconcile_at=now, logs_fetched_at=now - timedelta(seconds=logs_read_s_ago)

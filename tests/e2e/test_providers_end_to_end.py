@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from connectors.simulators import simulator_classes
 from execution.models import Run, RunEvent
+from execution.reconcile import cadence
 from execution.reconciler import reconcile_sweep
 from tests.conftest import client_for
 
@@ -98,7 +99,9 @@ def launch(api, project, provider: Provider, command: str, capture) -> dict:
 
 
 def sweep(run_id: int) -> Run:
-    """Make the run due now and sweep once; the run as stored afterwards."""
+    """Move on to the run's next poll (its slot's next listing, for a
+    batch-polled run) and sweep once; the run as stored afterwards."""
+    cadence.listings.clear()
     Run.objects.filter(pk=run_id).update(next_reconcile_at=timezone.now() - timedelta(seconds=1))
     reconcile_sweep()
     return Run.objects.get(pk=run_id)

@@ -14,6 +14,7 @@ import pytest
 from django.utils import timezone
 
 from execution.models import Run, RunEvent
+from execution.reconcile import cadence
 from execution.reconciler import reconcile_sweep
 from tests.conftest import client_for
 
@@ -77,7 +78,9 @@ def stored(run_id: int) -> Run:
 
 
 def sweep(run_id: int) -> Run:
-    """Make the run due now and sweep once."""
+    """Move on to the run's next poll (its slot's next listing, for a
+    batch-polled run) and sweep once."""
+    cadence.listings.clear()
     Run.objects.filter(pk=run_id).update(next_reconcile_at=timezone.now() - timedelta(seconds=1))
     reconcile_sweep()
     return stored(run_id)
