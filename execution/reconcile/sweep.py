@@ -167,7 +167,10 @@ class Sweep:
         endpoints: set[tuple[str, str]] = set()
         # Batch-polled runs due before their slot's next listing: they wait for it.
         joining: dict[datetime, list[int]] = {}
-        may_join = not self.claim_filter.force and self.claim_filter.run_ids is None
+        # Not when asked for particular runs, nor by the one-shot command (every
+        # run due when it started is polled).
+        wanted = self.claim_filter
+        may_join = not wanted.force and wanted.run_ids is None and wanted.due_before is None
         for pk in ids:
             run = runs.get(pk)
             if run is None:

@@ -201,3 +201,22 @@ def test_listing_rounds_get_what_other_spending_leaves():
     assert cadence.listing_interval(5.0, known=known, per_round=None, other=0.0, now=now) == 5.0
     spent = budget.Budget("github_actions", "k", 5000, 100, now + 1000, now)
     assert cadence.listing_interval(5.0, known=spent, per_round=10, other=0.0, now=now) == 1000
+
+
+def test_the_one_shot_command_polls_every_due_run_whatever_the_schedule(configured, sim):
+    """``manage.py reconcile`` (once) reconciles every run due when it starts,
+    even those a loop would hold back for their slot's next listing."""
+    from execution.reconciler import Reconciler, reconcile_all_due
+
+    ids = sim.seed(5, "running")
+    runs_for(configured, ids)
+    reconcile_sweep()  # the slot's next listing is set
+    fresh_id = sim.seed(1, "queued")[0]
+    (fresh,) = runs_for(configured, [fresh_id], status="queued", raw="queued")
+
+    with Reconciler() as reconciler:
+        report = reconcile_all_due(reconciler)
+
+    assert report.polled == 1
+    fresh.refresh_from_db()
+    assert fresh.last_reconciled_at > fresh.created_at
