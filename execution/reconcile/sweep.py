@@ -54,6 +54,7 @@ from execution.reconcile.types import (
     Target,
     WorkItem,
 )
+from execution.states import RunStatus
 
 # Results are written when this many are waiting, or this long after the
 # previous write, so runs of fast providers are stored while slow ones poll.
@@ -116,7 +117,7 @@ class Sweep:
             # What other reconcilers learnt about request budgets, and what we did.
             budget.sync()
             self._claim_batch(first=True)
-            if self.held or self.pool.has_results():
+            if self.held or self.pool.has_results() or self._queued():
                 self._drive()
                 self._flush()
             self.report.duration_s = time.monotonic() - self.started
@@ -196,10 +197,6 @@ class Sweep:
                 self.log_interval_s,
                 send_cancel=cancels.to_send(run, now),
             )
-            listing_at = may_join and self.cadence.joins_listing(target, now, self.started_at)
-            if listing_at:
-                joining.setdefault(listing_at, []).append(pk)
-                continue
             paced = self.cadence.log_interval_s(target, self.log_interval_s)
             if paced > self.log_interval_s:
                 # The budget limits: running output (not an ended run's last
@@ -208,6 +205,13 @@ class Sweep:
                     paced = math.inf
                 target = replace(target, log_interval_s=paced, logs_on_change=False)
             lane = self._lane(run.provider_id)
+            listing_at = may_join and self.cadence.joins_listing(target, now, self.started_at)
+            if listing_at:
+                joining.setdefault(listing_at, []).append(pk)
+                if _running_output_due(target, now):
+                    # e.g. a job ended (webhook): its lines now, the status at the listing.
+                    lane.queue.append(replace(target, logs_only=True))
+                continue
             if adapter.capabilities().supports_batch_poll:
                 # One listing answers for many runs: a worker takes them together.
                 lane.group_size = max(lane.group_size, self.limits.batch_size)
@@ -243,6 +247,10 @@ class Sweep:
                 last_renew = now_m
             if self._done():
                 return
+
+    def _queued(self) -> bool:
+        """Work waits in a lane (a logs-only read of a run not held)."""
+        return any(lane.queue for lane in self.lanes.values())
 
     def _hanging_providers(self) -> list[str]:
         """Providers whose whole share of calls has been in flight past the
@@ -407,6 +415,18 @@ def _log_due(run: Run, interval_s: float, now: datetime) -> bool:
     """Whether the run's output was last read ``interval_s`` ago or more."""
     last = run.logs_fetched_at or run.last_reconciled_at or run.created_at
     return last is None or (now - last).total_seconds() >= interval_s
+
+
+def _running_output_due(target: Target, now: datetime) -> bool:
+    """A running run's output is due by its log interval (a run waits for
+    its listing: nothing to read while queued, and an ended run's last
+    lines come with the status that ends it)."""
+    run = target.run
+    return (
+        target.fetch_logs
+        and run.status == RunStatus.RUNNING
+        and _log_due(run, target.log_interval_s, now)
+    )
 
 
 class _AdapterCache:

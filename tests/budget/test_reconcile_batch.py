@@ -220,3 +220,25 @@ def test_the_one_shot_command_polls_every_due_run_whatever_the_schedule(configur
     assert report.polled == 1
     fresh.refresh_from_db()
     assert fresh.last_reconciled_at > fresh.created_at
+
+
+def test_a_run_waiting_for_its_listing_still_gets_its_due_output_read(configured, sim):
+    """A workflow_job delivery makes a running run's output due at once; its
+    status waits for the slot's next listing, its lines do not."""
+    ids = sim.seed(3, "running")
+    runs = runs_for(configured, ids)
+    reconcile_sweep()
+    listing_at = Run.objects.values_list("next_reconcile_at", flat=True).first()
+    # What execution.webhooks does for a workflow_job delivery:
+    now = timezone.now()
+    Run.objects.filter(pk=runs[0].pk).update(
+        logs_fetched_at=now - timedelta(days=1), next_reconcile_at=now
+    )
+    sent = len(sim.request_log())
+
+    reconcile_sweep()
+
+    assert kinds(sim)[sent:] == ["list_jobs", "job_logs"]
+    run = Run.objects.get(pk=runs[0].pk)
+    assert run.next_reconcile_at == listing_at
+    assert run.logs_fetched_at > now - timedelta(minutes=1)
