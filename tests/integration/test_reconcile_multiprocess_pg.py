@@ -13,8 +13,8 @@ are polled by listing (a page answers for 100 runs), so their requests are
 counted instead: the simulator enforces the hourly quota on the one token
 both processes use, and together they stay under it (no rate-limit answer),
 sharing its budget through the shared store (the database, or Redis). Devin
-runs are polled by listing too (their sessions carry CCDash's tag), on the
-shared grid of batch-polled runs, so only Cursor's are checked run by run.
+runs are polled by listing too (their sessions carry CCDash's tag), on their
+slot's listing schedule, so only Cursor's are checked run by run.
 """
 
 from __future__ import annotations
