@@ -2,7 +2,9 @@
 
 ``Sweep.run`` fails lost local runs (``heartbeat``), claims a batch
 (``claims``), puts each run into its provider's ``Lane`` (a ``Target`` to
-poll, or a ``DispatchRetry``), then drives: starts lane workers on the
+poll, or a ``DispatchRetry``) — or, for a batch-polled run due before its
+slot's next listing (``cadence.ListingSchedule``), gives it back due at that
+listing, with a logs-only read when its output is due — then drives: starts lane workers on the
 reconciler's ``WorkerPool`` within ``concurrency`` and
 ``provider_concurrency`` (a call in flight past ``stuck_after_s`` stops
 counting toward the global limit), collects their results, keeps the circuit
