@@ -5,8 +5,10 @@ rate limits, revoked keys and unknown statuses."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -584,3 +586,54 @@ def test_an_unavailable_stream_is_retried_later_with_the_cursor_kept(adapter, cu
     ids = [e.payload["eventId"] for e in first.entries + later.entries]
     assert len(ids) == len(set(ids))
     assert int(later.entries[0].payload["eventId"]) == int(ids[len(first.entries) - 1]) + 1
+
+
+class _EndlessStreamHandler(BaseHTTPRequestHandler):
+    """A Cursor stream whose agent never stops talking: an event every 10 ms,
+    never a heartbeat, never the end."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for n in range(1, 100_000):
+                body = f'id: {n}\nevent: assistant\ndata: {{"text": "more {n}"}}\n\n'.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(body), body))
+                self.wfile.flush()
+                time.sleep(0.01)
+        except OSError:  # the reader hung up: what it is meant to do
+            return
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_stream_that_never_ends_holds_the_poll_only_within_its_time_budget(monkeypatch):
+    """A reconciler thread reading a run's output gives its slot back after
+    ``STREAM_BUDGET_S``, whatever the agent keeps sending; what was read is
+    kept, and the next read resumes after it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessStreamHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(cursor_module, "STREAM_BUDGET_S", 0.5)
+    try:
+        cleaned = CursorAdapter.validate_config(
+            {"baseUrl": f"http://127.0.0.1:{server.server_port}", "repository": REPOSITORY}
+        )
+        adapter = CursorAdapter(settings=cleaned, secrets=Secrets({"apiKey": KEY}))
+        ref = RunRef(1, "run-1", provider_state={"agentId": "agent-1"})
+        started = time.monotonic()
+
+        batch = adapter.fetch_logs(ref, {})
+
+        assert time.monotonic() - started < 1.5
+        assert len(batch.entries) > 5
+        assert batch.cursor["lastEventId"] == str(batch.cursor["events"])
+        assert not batch.cursor.get("done")
+    finally:
+        server.shutdown()
+        server.server_close()
