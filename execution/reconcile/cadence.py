@@ -91,6 +91,11 @@ STATUS_FLOOR = 0.25
 # the budget's spend horizon.
 ROUND_WEIGHT = 0.3
 LISTING_HORIZON_S = budget.SPEND_HORIZON_S
+# A slot whose next listing has been overdue this long lists no more (its runs
+# ended, or another process polls them): its rounds no longer count; after
+# FORGET_SLOT_S it is dropped.
+IDLE_SLOT_S = 60.0
+FORGET_SLOT_S = 3600.0
 
 _costs: dict[tuple[str, str], tuple[float, float]] = {}
 _costs_lock = threading.Lock()
@@ -155,6 +160,11 @@ class _Listing:
             self.rounds.append((self.started_at, cost))
         self.current = 0.0
 
+    def idle(self, now: float, for_s: float) -> bool:
+        """No round for ``for_s``: the next listing has been overdue that long
+        (a round starting now is not idle)."""
+        return self.next_at < now - for_s and self.started_at < now - for_s
+
     def spent_between(self, since: float, until: float) -> float:
         while self.rounds and self.rounds[0][0] < until - 2 * LISTING_HORIZON_S:
             self.rounds.popleft()
@@ -196,11 +206,18 @@ class ListingSchedule:
             listing.current += cost or 0.0
             return listing.next_at
 
-    def round_cost(self, token: TokenSlot) -> float | None:
-        """Counted requests of one round over all of the token's slots; None
-        until every one of them has finished a round."""
+    def round_cost(self, token: TokenSlot, now: float) -> float | None:
+        """Counted requests of one round over all of the token's slots that
+        still list (a slot whose listing has been overdue for ``IDLE_SLOT_S``
+        has no runs left to poll here); None until each has finished a round."""
         with self._lock:
-            costs = [s.per_round for s in self._slots.values() if s.token == token]
+            for slot in [k for k, s in self._slots.items() if s.idle(now, FORGET_SLOT_S)]:
+                del self._slots[slot]
+            costs = [
+                s.per_round
+                for s in self._slots.values()
+                if s.token == token and not s.idle(now, IDLE_SLOT_S)
+            ]
         if not costs or any(cost is None for cost in costs):
             return None
         return float(sum(costs))  # type: ignore[arg-type]
@@ -304,7 +321,7 @@ class Cadence:
             spent, since, until = spending
             listed = listings.listing_spend(token, since, until)
             other = max(0.0, spent - listed) / (until - since)
-        per_round = listings.round_cost(token)
+        per_round = listings.round_cost(token, epoch)
         if per_round is None and cost is not None:
             per_round = cost * self._active_runs(run)
         interval = listing_interval(

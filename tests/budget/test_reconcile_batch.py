@@ -242,3 +242,21 @@ def test_a_run_waiting_for_its_listing_still_gets_its_due_output_read(configured
     run = Run.objects.get(pk=runs[0].pk)
     assert run.next_reconcile_at == listing_at
     assert run.logs_fetched_at > now - timedelta(minutes=1)
+
+
+def test_a_slot_whose_runs_are_gone_no_longer_stretches_the_tokens_listings():
+    """Two projects on one token: a round is both projects' listings. Once
+    one project has no active runs left, its listings stopped; its old round
+    cost kept stretching the other's interval."""
+    schedule = cadence.ListingSchedule()
+    token = ("github_actions", "k")
+    first, second = (1, "github_actions"), (2, "github_actions")
+    for at in (1000.0, 1020.0):
+        schedule.next_at(first, token, at, 10.0, lambda: 20.0)
+        schedule.next_at(second, token, at, 30.0, lambda: 20.0)
+    assert schedule.round_cost(token, 1020.0) == 40.0
+
+    for at in (1040.0, 1060.0, 1080.0, 1100.0, 1120.0):  # the second's runs ended
+        schedule.next_at(first, token, at, 10.0, lambda: 20.0)
+
+    assert schedule.round_cost(token, 1120.0) == 10.0
