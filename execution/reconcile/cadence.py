@@ -290,7 +290,7 @@ class Cadence:
             token,
             now.timestamp(),
             cost,
-            lambda: self.listing_interval_s(target, now, cost),
+            lambda: self.listing_interval_s(target, now),
         )
         return datetime.fromtimestamp(at, UTC)
 
@@ -304,10 +304,11 @@ class Cadence:
         at = listings.pending(slot, now.timestamp(), since.timestamp())
         return None if at is None else datetime.fromtimestamp(at, UTC)
 
-    def listing_interval_s(self, target: Target, now: datetime, cost: float | None) -> float:
-        """Seconds to the slot's next listing (see ``listing_interval``). Until
-        a round of every slot of the token has been measured, a round is
-        estimated at this run's share (``cost``) times the slot's active runs."""
+    def listing_interval_s(self, target: Target, now: datetime) -> float:
+        """Seconds to the slot's next listing (see ``listing_interval``): the
+        base interval until a round of every slot of the token has been
+        measured. (A run's share of its group's requests says little about a
+        round: the groups of a round share one listing, the first pays.)"""
         run = target.run
         relax = self.relax if self._webhooks_arrive(run, now) else 1.0
         key = self._token_key(target)
@@ -322,8 +323,6 @@ class Cadence:
             listed = listings.listing_spend(token, since, until)
             other = max(0.0, spent - listed) / (until - since)
         per_round = listings.round_cost(token, epoch)
-        if per_round is None and cost is not None:
-            per_round = cost * self._active_runs(run)
         interval = listing_interval(
             self.base_s,
             known=budget.book.get(run.provider_id, key),
