@@ -15,6 +15,11 @@ A sweep does, in order:
    No transaction is open while an HTTP call is in flight, and the pool
    threads never touch the database (except dispatch retries, which reuse the
    dispatch pipeline).
+5. schedule each answered run's next poll (``cadence``): runs polled one by
+   one after an interval paced by the token's request budget; batch-polled
+   runs at their slot's next listing (``schedule``), whose interval spends
+   what the budget leaves for status. A batch-polled run due before that
+   listing waits for it (step 3 skips it).
 
 ``sweep`` drives the steps; ``reconciler`` holds the owner (``Reconciler``)
 and the entry points; ``types`` the plain data every module shares (it

@@ -15,6 +15,7 @@ from connectors.providers.github_actions import adapter as github_actions
 from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution.models import Run, RunEvent
 from execution.reconcile import cadence
+from execution.reconcile.schedule import ListingSchedule
 from execution.reconciler import reconcile_sweep
 from tests.factories import RunFactory
 
@@ -257,7 +258,7 @@ def test_a_slot_whose_runs_are_gone_no_longer_stretches_the_tokens_listings():
     """Two projects on one token: a round is both projects' listings. Once
     one project has no active runs left, its listings stopped; its old round
     cost kept stretching the other's interval."""
-    schedule = cadence.ListingSchedule()
+    schedule = ListingSchedule()
     token = ("github_actions", "k")
     first, second = (1, "github_actions"), (2, "github_actions")
     for at in (1000.0, 1020.0):
