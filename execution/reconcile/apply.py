@@ -3,7 +3,8 @@
 ``ResultWriter.write`` plans each result (``_plan``: the fields of one
 compare-and-swap UPDATE that also clears the lease, the events to append, the
 transition if the provider reports a new status) and stores the plans:
-unchanged runs in a few batched UPDATEs (``claims.write_leased``),
+unchanged runs in a few batched UPDATEs (``claims.write_leased``), runs
+whose only news is a new status together (``transitions.transition_many``),
 the others one by one through ``transition()``. Here live the rules for what
 an answer means: in sync, unknown status, an error (``error`` sync status,
 retried every ``RECONCILE_ERROR_INTERVAL_S``), a transient failure (backoff,
@@ -48,7 +49,7 @@ from execution.states import (
     RunStatus,
     SyncStatus,
 )
-from execution.transitions import InvalidTransition, transition
+from execution.transitions import InvalidTransition, Move, transition, transition_many
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -99,8 +100,38 @@ class ResultWriter:
             with transaction.atomic():
                 written = write_leased(self.worker_id, bulk)
             self.report.lost_writes += len(bulk) - written
+        moves = [plan for plan in one_by_one if plan.new_status and not plan.events]
+        if moves:
+            self._write_moves(moves)
         for plan in one_by_one:
-            self._write_one(plan)
+            if not plan.new_status or plan.events:
+                self._write_one(plan)
+
+    def _write_moves(self, plans: list[_Plan]) -> None:
+        """Runs whose only news is a new status (runs that ended, their last
+        lines to follow): all together through ``transition_many``, a few
+        statements instead of five per run, with the compare-and-swap on status
+        and lease that ``_write_one`` makes."""
+        moves = [
+            Move(
+                plan.run,
+                plan.new_status,
+                plan.reason,
+                plan.message,
+                {**plan.fields, **plan.transition_fields},
+            )
+            for plan in plans
+        ]
+        with transaction.atomic():
+            applied = transition_many(moves, lease_owner=self.worker_id)
+        moved = {move.run.pk for move in applied}
+        lost = [plan.run.pk for plan in plans if plan.run.pk not in moved]
+        if lost:
+            release(self.worker_id, lost)
+            self.report.lost_writes += len(lost)
+        for move in applied:
+            self.report.changed += 1
+            self.counts[(metrics.TRANSITIONS, move.run.provider_id, move.new_status)] += 1
 
     def _write_one(self, plan: _Plan) -> None:
         run = plan.run
