@@ -372,10 +372,12 @@ class ProviderAdapter(ABC):
 
     def poll_many(self, refs: Sequence[RunRef]) -> dict[int, RunState | ConnectorError]:
         """Read the status of many runs, keyed by ``RunRef.run_id``: a
-        ``RunState``, or the ``ConnectorError`` polling that run raised. Only
-        called when ``capabilities().supports_batch_poll``; the default polls
-        one by one. Raises (for the whole batch) only when the listing itself
-        fails."""
+        ``RunState``, or the ``ConnectorError`` polling that run raised. A run
+        the listing does not hold may be left out: the reconciler then reads it
+        alone with ``poll_status`` (at its own concurrency, not inside this
+        call). Only called when ``capabilities().supports_batch_poll``; the
+        default polls one by one. Raises (for the whole batch) only when the
+        listing itself fails."""
         states: dict[int, RunState | ConnectorError] = {}
         for ref in refs:
             try:

@@ -23,7 +23,7 @@ from django.db import connections
 from django.utils import timezone
 
 from connectors.base import TERMINAL, Capabilities, RunState
-from connectors.errors import ConfigurationError, ConnectorError, TransientError
+from connectors.errors import ConfigurationError, ConnectorError
 from connectors.http import counting
 from execution import dispatch
 from execution.models import Run
@@ -42,13 +42,15 @@ def poll_group(targets: Sequence[Target]) -> list[PollResult]:
     An adapter that declares ``supports_batch_poll`` is asked once per project
     (one adapter, one credential) for all its runs (``poll_many``); their logs
     are not read here: ``logs_due`` asks the sweep to queue a logs-only read
-    behind the other runs' status reads. Runs just dispatched or being
-    canceled (see ``cadence.batched``), and every run of other adapters, are
-    polled one by one."""
+    behind the other runs' status reads. A run the listing left out comes back
+    ``unlisted``: the sweep queues a read of it alone (``Target.alone``), so
+    the lane's workers read such runs side by side, not one after the other
+    inside this call. Runs being canceled (see ``cadence.batched``), runs read
+    alone, and every run of other adapters, are polled one by one."""
     batches: dict[int, list[Target]] = {}
     now = timezone.now()
     for target in targets:
-        if batched(target, now):
+        if batched(target, now) and not target.alone:
             batches.setdefault(target.run.project_id, []).append(target)
     found: dict[int, PollResult] = {}
     for members in batches.values():
@@ -60,7 +62,8 @@ def poll_group(targets: Sequence[Target]) -> list[PollResult]:
 
 def poll_batch(targets: Sequence[Target]) -> list[PollResult]:
     """Status of runs sharing one adapter in few requests (``poll_many``).
-    Never raises: a failed listing is every run's error."""
+    Never raises: a failed listing is every run's error; a run the answer
+    leaves out is ``unlisted``."""
     adapter = targets[0].adapter
     assert adapter is not None
     with counting() as tally:
@@ -80,8 +83,10 @@ def poll_batch(targets: Sequence[Target]) -> list[PollResult]:
             result.logs_due = _fetches_logs(adapter.capabilities(), target) and logs_wanted(
                 target, answer
             )
+        elif answer is None:
+            result.unlisted = True
         else:
-            result.error = answer or TransientError("the provider's listing left this run out")
+            result.error = answer
         results.append(result)
     return results
 
@@ -144,6 +149,10 @@ def _poll_one(target: Target) -> PollResult:
             result.logs_fetched_at = timezone.now()
         result.state = replace(state, logs=None)
     elif _fetches_logs(caps, target) and logs_wanted(target, state):
+        if target.alone:
+            # Status first, as in the batch it was left out of: the lines follow.
+            result.logs_due = True
+            return result
         try:
             batch = adapter.fetch_logs(ref, cursor)
         except Exception as exc:  # the status update must not depend on the logs

@@ -25,6 +25,11 @@ from execution.reconcile.types import DispatchRetry, Result, Target, WorkItem
 class Lane:
     """One provider's work items for a sweep (``deque`` pops are thread-safe).
 
+    ``queue`` holds status reads (and dispatch retries), ``logs`` the log
+    reads of runs whose status is already stored (``Target.logs_only``). Both
+    share the provider's workers, but a log read is taken only when no status
+    read is waiting, and not while the sweep ``hold_logs`` (its status results
+    are still being read or stored): logs never hold a status back.
     ``group_size`` is how many runs of one endpoint a worker takes at once:
     1 unless the provider can answer for several runs in one request."""
 
@@ -32,23 +37,40 @@ class Lane:
     cap: int
     group_size: int = 1
     queue: deque = field(default_factory=deque)
+    logs: deque = field(default_factory=deque)
+    hold_logs: bool = False
+
+    def waiting(self) -> int:
+        """Items not taken yet, status and log reads."""
+        return len(self.queue) + len(self.logs)
+
+    def takeable(self) -> int:
+        """Items a worker would take now."""
+        return len(self.queue) + (0 if self.hold_logs else len(self.logs))
 
     def take(self) -> list[WorkItem]:
-        """The next item, or a group of up to ``group_size`` consecutive
-        ``Target``s of one endpoint; ``[]`` when the lane is empty."""
+        """The next status read, or a group of up to ``group_size``
+        consecutive ``Target``s of one endpoint; else the next log read; ``[]``
+        when the lane is empty. Runs read alone and log reads are never
+        grouped."""
         try:
             first = self.queue.popleft()
         except IndexError:
-            return []
+            if self.hold_logs:
+                return []
+            try:
+                return [self.logs.popleft()]
+            except IndexError:
+                return []
         group: list[WorkItem] = [first]
-        if not isinstance(first, Target) or first.logs_only:
+        if not _groups(first):
             return group
         while len(group) < self.group_size:
             try:
                 item = self.queue.popleft()
             except IndexError:
                 break
-            if not isinstance(item, Target) or item.endpoint != first.endpoint or item.logs_only:
+            if not _groups(item) or item.endpoint != first.endpoint:
                 self.queue.appendleft(item)
                 break
             group.append(item)
@@ -59,11 +81,16 @@ class Lane:
         self.queue.extendleft(reversed(items))
 
     def drain(self) -> Iterator[WorkItem]:
-        while True:
-            try:
-                yield self.queue.popleft()
-            except IndexError:
-                return
+        for items in (self.queue, self.logs):
+            while True:
+                try:
+                    yield items.popleft()
+                except IndexError:
+                    break
+
+
+def _groups(item: WorkItem) -> bool:
+    return isinstance(item, Target) and not (item.logs_only or item.alone)
 
 
 Handle = Callable[[list[WorkItem]], list[Result]]
@@ -73,13 +100,16 @@ Handle = Callable[[list[WorkItem]], list[Result]]
 class Census:
     """The pool at one instant: ``working`` counts calls that are not stuck;
     ``per_provider`` every worker (stuck or not); ``stuck`` stuck workers per
-    provider; ``waiting`` workers per lane that have not taken an item yet."""
+    provider; ``waiting`` workers per lane that have not taken an item yet;
+    ``reading`` workers per provider on a status read (not a log read) that
+    is not stuck."""
 
     total: int
     working: int
     per_provider: Counter[str]
     stuck: Counter[str]
     waiting: Counter[int]
+    reading: Counter[str] = field(default_factory=Counter)
 
 
 class LaneWorker:
@@ -98,6 +128,11 @@ class LaneWorker:
     def run_ids(self) -> list[int]:
         return [item.run_id for item in self.current]
 
+    def reads_status(self) -> bool:
+        """Busy with anything but a log read."""
+        current = self.current
+        return bool(current) and not (isinstance(current[0], Target) and current[0].logs_only)
+
     def stuck(self, now_m: float, after_s: float) -> bool:
         started = self.call_started
         return started is not None and now_m - started >= after_s
@@ -109,14 +144,20 @@ class LaneWorker:
                 break
             self.call_started = time.monotonic()
             try:
-                for result in self.handle(self.current):
+                handled = self.handle(self.current)
+                for result in handled:
                     results.put(result)
+                if not handled:
+                    # Nothing to store, but the lane may have grown (a batch
+                    # poll put runs back to read alone): the sweep starts
+                    # workers for them now, not at its next turn.
+                    results.put(_WAKE_UP)
             finally:
                 self.call_started = None
                 self.current = []
 
 
-_WORKER_EXITED = object()  # wakes up whoever waits for results
+_WAKE_UP = object()  # wakes up whoever waits for results (a worker exited, say)
 
 
 class WorkerPool:
@@ -150,7 +191,7 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._workers.remove(worker)
-            self._results.put(_WORKER_EXITED)
+            self._results.put(_WAKE_UP)
 
     # --- what is running ---------------------------------------------------------
 
@@ -158,13 +199,17 @@ class WorkerPool:
         now_m = time.monotonic()
         with self._lock:
             workers = list(self._workers)
-        stuck = Counter(w.provider_id for w in workers if w.stuck(now_m, self.stuck_after_s))
+        stuck_now = {id(w) for w in workers if w.stuck(now_m, self.stuck_after_s)}
+        stuck = Counter(w.provider_id for w in workers if id(w) in stuck_now)
         return Census(
             total=len(workers),
             working=len(workers) - sum(stuck.values()),
             per_provider=Counter(w.provider_id for w in workers),
             stuck=stuck,
             waiting=Counter(id(w.lane) for w in workers if not w.current),
+            reading=Counter(
+                w.provider_id for w in workers if id(w) not in stuck_now and w.reads_status()
+            ),
         )
 
     def in_flight_ids(self) -> set[int]:
@@ -186,7 +231,7 @@ class WorkerPool:
         except queue.Empty:
             return out
         while True:
-            if item is not _WORKER_EXITED:
+            if item is not _WAKE_UP:
                 out.append(item)
             try:
                 item = self._results.get_nowait()

@@ -212,7 +212,7 @@ class Sweep:
                 joining.setdefault(listing_at, []).append(pk)
                 if _running_output_due(target, now):
                     # e.g. a job ended (webhook): its lines now, the status at the listing.
-                    lane.queue.append(replace(target, logs_only=True))
+                    lane.logs.append(replace(target, logs_only=True))
                 continue
             if adapter.capabilities().supports_batch_poll:
                 # One listing answers for many runs: a worker takes them together.
@@ -241,9 +241,15 @@ class Sweep:
             if self._running_low():
                 self._claim_batch()  # overlaps with the calls still in flight
             now_m = time.monotonic()
-            if len(self.pending) >= FLUSH_ROWS or now_m - last_flush >= FLUSH_INTERVAL_S:
+            reading = self._reading_status()
+            if (
+                len(self.pending) >= FLUSH_ROWS
+                or now_m - last_flush >= FLUSH_INTERVAL_S
+                or self._logs_wait_for_flush(reading)
+            ):
                 self._flush()
                 last_flush = now_m
+            self._hold_logs(reading)
             if now_m - last_renew >= self.lease_s / 3:
                 renew(self.worker_id, self.held, now=timezone.now(), lease_s=self.lease_s)
                 last_renew = now_m
@@ -252,7 +258,40 @@ class Sweep:
 
     def _queued(self) -> bool:
         """Work waits in a lane (a logs-only read of a run not held)."""
-        return any(lane.queue for lane in self.lanes.values())
+        return any(lane.waiting() for lane in self.lanes.values())
+
+    def _reading_status(self) -> set[str]:
+        """Providers whose status reads of this sweep are not all done: some
+        queued (unless the provider's whole share is stuck) or in flight (not
+        stuck). Every provider while answers wait to be collected."""
+        if self.pool.has_results():
+            return set(self.lanes)
+        census = self.pool.census()
+        reading = {provider_id for provider_id, n in census.reading.items() if n}
+        for lane in self.lanes.values():
+            if lane.queue and census.stuck[lane.provider_id] < lane.cap:
+                reading.add(lane.provider_id)
+        return reading
+
+    def _unstored(self) -> set[str]:
+        """Providers with status results read but not stored yet."""
+        return {r.target.run.provider_id for r in self.pending if not r.target.logs_only}
+
+    def _logs_wait_for_flush(self, reading: set[str]) -> bool:
+        """A lane's status reads are done, its log reads wait, and only storing
+        its results holds them: store now rather than at the next interval."""
+        unstored = self._unstored()
+        return any(
+            lane.logs and p in unstored and p not in reading for p, lane in self.lanes.items()
+        )
+
+    def _hold_logs(self, reading: set[str]) -> None:
+        """Status first: a lane's log reads wait until its status reads are done
+        and their results stored, so they compete neither with the status
+        reads for the provider's workers nor with the writes that store them."""
+        waiting_on = reading | self._unstored()
+        for provider_id, lane in self.lanes.items():
+            lane.hold_logs = provider_id in waiting_on
 
     def _hanging_providers(self) -> list[str]:
         """Providers whose whole share of calls has been in flight past the
@@ -292,8 +331,8 @@ class Sweep:
             for lane in self.lanes.values():
                 if working >= concurrency:
                     return
-                if per_provider[lane.provider_id] >= lane.cap or waiting[id(lane)] >= len(
-                    lane.queue
+                if per_provider[lane.provider_id] >= lane.cap or waiting[id(lane)] >= (
+                    lane.takeable()
                 ):
                     continue
                 self.pool.start(lane, self.handle, self._workers_stop)
@@ -327,16 +366,24 @@ class Sweep:
             elif admission.verdict is not Verdict.DEFER:
                 probe = probe or admission.verdict is Verdict.PROBE
                 calls.append(target)
+        alone: list[WorkItem] = []
         for index, result in enumerate(poll_group(calls)):
             released = self.breaker.record(result, probe=probe and index == 0)
             if released:
                 # Back to the lane: polled now, or skipped there if the probe failed.
                 self.lanes[result.target.run.provider_id].put_back(list(released))
+            if result.unlisted:
+                alone.append(replace(result.target, alone=True))
+                continue
             if result.logs_due:
-                # Status first: the lines are read behind the status reads queued now.
+                # Status first: the lines are read when no status read waits.
                 follow = replace(result.target, logs_only=True)
-                self.lanes[result.target.run.provider_id].queue.append(follow)
+                self.lanes[result.target.run.provider_id].logs.append(follow)
             results.append(result)
+        if alone:
+            # Left out of the listing (ended, say): read one by one by the lane's
+            # workers side by side, first of the status reads.
+            self.lanes[alone[0].run.provider_id].put_back(alone)
         return results
 
     def _consume(self, results: list[Result]) -> None:
@@ -356,11 +403,11 @@ class Sweep:
         census = self.pool.census()
         if self.stop_event.is_set():
             return not census.total  # finish what is in flight
-        queued = any(lane.queue for lane in self.lanes.values())
+        queued = any(lane.waiting() for lane in self.lanes.values())
         if self.wait_for_stuck:
             return not census.total and not queued
         if self._skip_behind_stuck(census.stuck):
-            queued = any(lane.queue for lane in self.lanes.values())
+            queued = any(lane.waiting() for lane in self.lanes.values())
         if not queued and self._running_low():
             return False  # more runs are due: the next turn claims them
         return not queued and census.working == 0
@@ -370,7 +417,7 @@ class Sweep:
         are rescheduled (transient) instead of holding the sweep open."""
         skipped = False
         for provider_id, lane in self.lanes.items():
-            if not lane.queue or stuck[provider_id] < lane.cap:
+            if not lane.waiting() or stuck[provider_id] < lane.cap:
                 continue
             reason = (
                 f"provider not answering: {stuck[provider_id]} calls in flight for more "

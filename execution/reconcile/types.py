@@ -121,6 +121,10 @@ class Target:
     # Read the logs on every status change (not only at the end and every
     # ``log_interval_s``): off while the request budget is what limits.
     logs_on_change: bool = True
+    # A batch poll's listing left the run out (it ended, say): its status is
+    # read on its own, one lane item per run (so the lane's workers read them
+    # side by side), and its logs follow like a batch-polled run's.
+    alone: bool = False
 
     @property
     def ref(self) -> RunRef:
@@ -178,6 +182,9 @@ class PollResult:
     cost: float | None = None
     # A batch poll found the logs due: the sweep queues a logs-only read.
     logs_due: bool = False
+    # The batch poll's listing did not hold the run: the sweep queues a read
+    # of it alone (``Target.alone``) instead of storing this result.
+    unlisted: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ a poll cadence paced by the token's request budget."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from connectors import budget, services
 from connectors.providers.github_actions import adapter as github_actions
+from connectors.providers.github_actions.adapter import GitHubActionsAdapter
 from connectors.providers.github_actions.simulator import GitHubActionsSimulator
 from execution.models import Run, RunEvent
 from execution.reconcile import cadence
@@ -92,6 +94,40 @@ def test_a_finished_run_is_stored_ended_and_its_last_lines_follow(configured, si
     # The others' logs were not due: only the listing, the ended run's read and its logs.
     assert sorted(set(kinds(sim))) == ["get_run", "job_logs", "list_jobs", "list_runs"]
     assert kinds(sim).count("list_runs") == 1
+
+
+def test_runs_that_ended_are_read_side_by_side_and_stored_before_any_log_read(
+    configured, sim, monkeypatch
+):
+    """Status first, logs after: runs the in-progress listing leaves out (they
+    ended) are read one by one by several of the lane's workers at once, not
+    one after the other inside the listing's call, and every new status of
+    the sweep is stored before its first log read goes out."""
+    sim.set_latency(10)
+    ids = sim.seed(40, "running")
+    runs = runs_for(configured, ids)
+    for run_id in ids:
+        sim.set_state(run_id, "success")
+    readers: set[str] = set()
+    read_alone = GitHubActionsAdapter.poll_status
+
+    def poll_status(self, ref):
+        readers.add(threading.current_thread().name)
+        return read_alone(self, ref)
+
+    monkeypatch.setattr(GitHubActionsAdapter, "poll_status", poll_status)
+
+    reconcile_sweep()
+
+    stored = Run.objects.filter(pk__in=[run.pk for run in runs])
+    assert set(stored.values_list("status", flat=True)) == {"succeeded"}
+    assert len(readers) > 1
+    log_reads = [entry["time"] for entry in sim.request_log() if entry["kind"] == "list_jobs"]
+    assert len(log_reads) == 40
+    last_status_stored = max(stored.values_list("ended_at", flat=True))
+    assert min(log_reads) >= last_status_stored.timestamp()
+    with_lines = RunEvent.objects.filter(run__in=runs, event_type="output").values("run")
+    assert with_lines.distinct().count() == 40
 
 
 def test_the_cadence_stretches_to_fit_the_tokens_budget(configured, sim, settings, monkeypatch):

@@ -10,6 +10,8 @@ from django.utils import timezone
 from connectors.errors import TransientError
 from connectors.models import ProviderConfig, ProviderCredential
 from execution.models import Run, RunEvent
+from execution.reconcile.pool import Lane
+from execution.reconcile.types import Target
 from execution.reconciler import reconcile_sweep
 from tests.reconcile.conftest import make_due
 
@@ -136,3 +138,26 @@ def test_output_that_comes_with_the_poll_is_stored_once_without_a_log_fetch(
     # Only the third poll, which brought nothing, fell back to fetch_logs.
     assert len(fake.fetches()) == 1
     assert fake.fetches()[0].at > fake.polls()[2].at
+
+
+def test_a_lane_hands_out_status_reads_first_and_log_reads_only_when_let():
+    def target(pk, **flags):
+        return Target(Run(pk=pk), None, ("fake", ""), True, 10.0, **flags)
+
+    lane = Lane("fake", cap=4, group_size=10)
+    log_read = target(1, logs_only=True)
+    lane.logs.append(log_read)
+    alone = [target(2, alone=True), target(3, alone=True)]
+    grouped = [target(4), target(5)]
+    lane.queue.extend([*alone, *grouped])
+    lane.hold_logs = True
+
+    # Queued before the status reads, the log read still comes after them;
+    # runs read alone are never grouped, the others are.
+    assert lane.take() == [alone[0]]
+    assert lane.take() == [alone[1]]
+    assert lane.take() == grouped
+    # Held while the sweep still reads or stores statuses.
+    assert (lane.take(), lane.takeable(), lane.waiting()) == ([], 0, 1)
+    lane.hold_logs = False
+    assert lane.take() == [log_read]

@@ -255,7 +255,8 @@ class GitHubActionsAdapter(HttpAdapter):
         status the runs were last seen in;
         a run found in any list takes its state from there. Runs missing from
         every list (they moved to a status not listed, e.g. completed, or are
-        past GitHub's 1,000 results of a filtered listing) are read one by one.
+        past GitHub's 1,000 results of a filtered listing) are left out of the
+        answer: the reconciler reads each alone (``poll_status``), side by side.
         ``T`` is the oldest run's creation less ``DISPATCH_LOOKBACK_S``.
         Raises when a listing fails (transient errors, a rejected token)."""
         wanted = {ref.provider_run_id: ref for ref in refs}
@@ -269,12 +270,6 @@ class GitHubActionsAdapter(HttpAdapter):
                 ref = wanted.get(str(run.get("id")))
                 if ref is not None and ref.run_id not in states:
                     states[ref.run_id] = self._state(run)
-        for ref in refs:
-            if ref.run_id not in states:
-                try:
-                    states[ref.run_id] = self.poll_status(ref)
-                except ConnectorError as exc:
-                    states[ref.run_id] = exc
         return states
 
     def cancel(self, ref: RunRef) -> CancelResult:
