@@ -150,5 +150,7 @@ def test_a_session_the_listing_misses_is_read_alone_with_its_status(configured, 
     ended = Run.objects.get(pk=runs[2].pk)
     assert ended.status == "succeeded"
     assert kinds(sim).count("list_sessions") == 1
-    # Its status read, then its last messages (the listing's answer has none).
-    assert session_reads(sim) == [f"/v1/sessions/{untagged}"] * 2
+    # Left out of the listing's answer, it is read alone: status and last
+    # messages from one read (logs_with_status).
+    assert session_reads(sim) == [f"/v1/sessions/{untagged}"]
+    assert RunEvent.objects.filter(run=ended, event_type="output").exists()

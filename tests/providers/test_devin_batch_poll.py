@@ -74,27 +74,31 @@ def test_listed_statuses_are_mapped_through_the_state_table(devin_sim, adapter):
     assert kinds(devin_sim) == ["list_sessions"]
 
 
-def test_a_session_missing_from_the_listing_is_read_on_its_own(devin_sim, adapter):
+def test_a_session_missing_from_the_listing_is_left_for_the_reconciler_to_read(devin_sim, adapter):
     listed = seed(devin_sim, 3)
     (untagged,) = seed(devin_sim, 1, "blocked", tags=["someone-else"])
+    refs = refs_for([*listed, untagged])
 
-    states = adapter.poll_many(refs_for([*listed, untagged]))
+    states = adapter.poll_many(refs)
 
-    assert states[4].status == "waiting"
+    # Not read here one after the other: the reconciler reads such runs alone.
+    assert sorted(states) == [1, 2, 3]
     assert {states[n].status for n in (1, 2, 3)} == {"running"}
-    assert kinds(devin_sim) == ["list_sessions", "get_session"]
-    assert devin_sim.request_log()[-1]["path"] == f"/v1/sessions/{untagged}"
+    assert kinds(devin_sim) == ["list_sessions"]
+    assert adapter.poll_status(refs[3]).status == "waiting"
 
 
-def test_a_vanished_session_is_reported_for_that_run_only(devin_sim, adapter):
+def test_a_vanished_session_is_left_out_and_reported_when_read_alone(devin_sim, adapter):
     ids = seed(devin_sim, 3)
     devin_sim.vanish(ids[0])
+    refs = refs_for(ids)
 
-    states = adapter.poll_many(refs_for(ids))
+    states = adapter.poll_many(refs)
 
-    assert isinstance(states[1], RunNotFound)
+    assert sorted(states) == [2, 3]
     assert states[2].status == states[3].status == "running"
-    assert kinds(devin_sim) == ["list_sessions", "get_session"]
+    with pytest.raises(RunNotFound):
+        adapter.poll_status(refs[0])
 
 
 def test_the_listing_is_paged_with_limit_and_offset(devin_sim, adapter, monkeypatch):
@@ -122,16 +126,16 @@ def test_the_listing_stops_once_every_session_was_seen(devin_sim, adapter, monke
     assert kinds(devin_sim) == ["list_sessions"]
 
 
-def test_sessions_past_the_page_cap_are_read_one_by_one(devin_sim, adapter, monkeypatch):
+def test_sessions_past_the_page_cap_are_left_for_the_reconciler(devin_sim, adapter, monkeypatch):
     monkeypatch.setattr(devin, "LIST_PAGE", 10)
     monkeypatch.setattr(devin, "LIST_MAX_PAGES", 2)
     ids = seed(devin_sim, 25)
 
     states = adapter.poll_many(refs_for(ids))
 
-    assert len(states) == 25 and {s.status for s in states.values()} == {"running"}
+    assert len(states) == 20 and {s.status for s in states.values()} == {"running"}
     assert kinds(devin_sim).count("list_sessions") == 2
-    assert kinds(devin_sim).count("get_session") == 5
+    assert kinds(devin_sim).count("get_session") == 0
 
 
 def test_runs_of_one_session_share_its_listed_state(devin_sim, adapter):

@@ -44,7 +44,8 @@ project are polled by listing the sessions tagged ``ccdash`` (every session
 CCDash creates), ``LIST_PAGE`` a page, until each wanted session was seen, a
 page comes back short, or ``LIST_MAX_PAGES`` were read (500 sessions); a
 session missing from those pages (older ones, if Devin lists the newest first
-as our simulator does) is read on its own. The listing has no messages: the
+as our simulator does) is left out of the answer, and the reconciler reads it
+on its own (side by side with the others). The listing has no messages: the
 reconciler reads them with ``fetch_logs`` (one session read) when its log
 rules say they are due; a run polled alone still gets status and messages
 from one read (``poll_status_with_logs``).
@@ -244,9 +245,10 @@ class DevinAdapter(HttpAdapter):
         ``LIST_PAGE`` a page, conditionally), read page after page until every
         wanted session was listed, a page comes back short or
         ``LIST_MAX_PAGES`` were read; each listed session's ``status_enum``
-        is mapped like a session read. Sessions not listed (older than the
-        pages read, or gone) are read one by one: a vanished one is that
-        run's ``RunNotFound``. No messages: they come from ``fetch_logs``.
+        is mapped like a session read. Runs of sessions not listed (older
+        than the pages read, or gone) are left out of the answer: the
+        reconciler reads each alone (a vanished one is then that run's
+        ``RunNotFound``). No messages: they come from ``fetch_logs``.
         Raises when a listing page fails (transient errors, a rejected key)."""
         # Runs by session: a follow-up run continues its parent's session.
         wanted: dict[str, list[RunRef]] = {}
@@ -261,13 +263,11 @@ class DevinAdapter(HttpAdapter):
                         answers[session_id] = self._state(session, session_id)
                 if len(answers) == len(wanted):
                     break
-        for session_id, same in wanted.items():
-            if session_id not in answers:
-                try:
-                    answers[session_id] = self.poll_status(same[0])
-                except ConnectorError as exc:
-                    answers[session_id] = exc
-        return {ref.run_id: answers[ref.provider_run_id] for ref in refs}
+        return {
+            ref.run_id: answers[ref.provider_run_id]
+            for ref in refs
+            if ref.provider_run_id in answers
+        }
 
     def _listing_pages(self) -> Iterator[list[dict[str, Any]]]:
         """The listing's pages, read as they are asked for (a caller that
