@@ -140,6 +140,9 @@ WARMUP_RUNS = 600
 # The adapters' timeouts (connect, read); B uses the same.
 POLL_TIMEOUT = (3.05, 10.0)
 RUNNING_RAW = {"github_actions": "in_progress", "cursor": "RUNNING", "devin": "working"}
+# Seeded as CCDash creates them: Devin sessions carry CCDash's tag (its batch
+# poll lists the sessions so tagged).
+SEED_ATTRS = {"devin": {"tags": ["ccdash"]}}
 
 
 # --- the simulator process ------------------------------------------------------------
@@ -211,7 +214,8 @@ class Simulators:
         return response.json()
 
     def seed(self, provider_id: str, count: int) -> list[str]:
-        return self.post(provider_id, "/_sim/seed", {"count": count, "state": "running"})["ids"]
+        body = {"count": count, "state": "running", **SEED_ATTRS.get(provider_id, {})}
+        return self.post(provider_id, "/_sim/seed", body)["ids"]
 
     def configure(self, provider_id: str, **options: Any) -> None:
         self.post(provider_id, "/_sim/options", options)
@@ -379,11 +383,16 @@ def create_runs(project, seeded: list[Seeded], *, due_in_s: float = 0.0) -> None
 def reset_runs(project, *, due: Iterable[str] = PROVIDERS) -> None:
     """Back to the steady state before a sweep: running, in sync, logs just
     fetched, due now (``due`` providers) or in an hour (the others), no
-    lease; circuits closed."""
+    lease; circuits closed; and no listing scheduled in this process (every
+    run is due now, its slot's listing too: a batch-polled run due before its
+    slot's scheduled listing would wait for it instead of being polled)."""
     from django.utils import timezone
 
     from connectors.models import ProviderCircuit
     from execution.models import Run
+    from execution.reconcile.schedule import listings
+
+    listings.clear()
 
     now = timezone.now()
     mine = Run.objects.filter(project=project)
@@ -595,13 +604,15 @@ def reset_status_first(project) -> None:
     """Back to the moment before the change is seen: every run ``running``
     (``in_progress`` when last read), in sync, no log line read yet (the
     output events of an earlier repeat deleted), due now. The process's
-    conditional-request cache and shared listings are cleared: the runs
-    changed, so their stored ETags would not match anyway."""
+    conditional-request cache and shared listings are cleared (the runs
+    changed, so their stored ETags would not match anyway), and so is the
+    listing schedule."""
     from django.utils import timezone
 
     from connectors.http import etags
     from connectors.providers.github_actions.adapter import forget_listings
     from execution.models import Run, RunEvent
+    from execution.reconcile.schedule import listings
 
     now = timezone.now()
     mine = Run.objects.filter(project=project)
@@ -625,6 +636,7 @@ def reset_status_first(project) -> None:
     )
     etags.clear()
     forget_listings()
+    listings.clear()
 
 
 def park(project) -> None:
