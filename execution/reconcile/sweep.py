@@ -170,6 +170,8 @@ class Sweep:
         endpoints: set[tuple[str, str]] = set()
         # Batch-polled runs due before their slot's next listing: they wait for it.
         joining: dict[datetime, list[int]] = {}
+        # Runs of batch-polled adapters, per provider: their listings go first.
+        listed: dict[str, list[Target]] = {}
         # Not when asked for particular runs, nor by the one-shot command (every
         # run due when it started is polled).
         wanted = self.claim_filter
@@ -215,9 +217,16 @@ class Sweep:
                     lane.logs.append(replace(target, logs_only=True))
                 continue
             if adapter.capabilities().supports_batch_poll:
-                # One listing answers for many runs: a worker takes them together.
+                # One listing answers for many runs: a worker takes them together,
+                # ahead of the reads already queued, which keep the lane's other
+                # workers busy meanwhile (behind them, the workers would run out
+                # of work while it lists, and wait for the runs it leaves out).
                 lane.group_size = max(lane.group_size, self.limits.batch_size)
+                listed.setdefault(run.provider_id, []).append(target)
+                continue
             lane.queue.append(target)
+        for provider_id, targets in listed.items():
+            self.lanes[provider_id].put_back(targets)
         for listing_at, waiting in joining.items():
             postpone(self.worker_id, waiting, until=listing_at)
             self.held.difference_update(waiting)

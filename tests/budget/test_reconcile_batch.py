@@ -306,3 +306,41 @@ def test_a_slot_whose_runs_are_gone_no_longer_stretches_the_tokens_listings():
         schedule.next_at(first, token, at, 10.0, lambda: 20.0)
 
     assert schedule.round_cost(token, 1120.0) == 10.0
+
+
+def test_a_new_batchs_listing_goes_ahead_of_the_single_reads_already_queued(
+    configured, sim, monkeypatch
+):
+    """A backlog of runs that ended, claimed batch after batch: each new
+    batch's listing is taken while the previous batch's single reads still
+    wait, so the lane's workers never run out of reads while it lists (behind
+    them, every worker but one fell idle at each batch boundary)."""
+    from execution.reconcile.pool import Lane
+    from execution.reconciler import Reconciler, reconcile_all_due
+
+    sim.set_latency(30)
+    ids = sim.seed(30, "running")
+    runs = runs_for(configured, ids)
+    for run_id in ids:
+        sim.set_state(run_id, "success")
+    singles_waiting_at_listing: list[int] = []
+    take = Lane.take
+
+    def spy(self):
+        group = take(self)
+        if len(group) > 1:  # a listing's runs
+            singles_waiting_at_listing.append(sum(1 for item in self.queue if item.alone))
+        return group
+
+    monkeypatch.setattr(Lane, "take", spy)
+
+    with Reconciler(batch_size=10, provider_concurrency=2) as reconciler:
+        report = reconcile_all_due(reconciler)
+
+    assert report.changed == 30
+    stored = Run.objects.filter(pk__in=[run.pk for run in runs])
+    assert set(stored.values_list("status", flat=True)) == {"succeeded"}
+    assert len(singles_waiting_at_listing) == 3
+    first, *later = singles_waiting_at_listing
+    assert first == 0
+    assert all(waiting > 0 for waiting in later), singles_waiting_at_listing
