@@ -470,7 +470,7 @@ class _Session(requests.Session):
         if verify is True or verify is None:
             verify = bundle or verify
         return {
-            "proxies": merge_setting(dict(env_proxies), self.proxies),
+            "proxies": merge_setting(env_proxies, self.proxies),
             "stream": merge_setting(stream, self.stream),
             "verify": merge_setting(verify, self.verify),
             "cert": merge_setting(cert, self.cert),

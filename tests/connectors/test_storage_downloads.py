@@ -13,7 +13,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,24 +28,36 @@ BODY = b"2026-12-03T07:00:00Z line\n" * 100
 WORKERS = 16
 
 
-class _Storage(BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a storage host does
 
-    def do_GET(self):
-        time.sleep(0.05)  # long enough for every worker to hold a connection at once
+    def answer(self, body: bytes, content_type: str) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(BODY)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(BODY)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture
-def storage():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Storage)
+class _Storage(_Handler):
+    def do_GET(self):
+        time.sleep(0.05)  # long enough for every worker to hold a connection at once
+        self.answer(BODY, "text/plain")
+
+
+class _Proxy(_Handler):
+    """An HTTP proxy that answers every request itself, saying what it was asked."""
+
+    def do_GET(self):
+        self.answer(json.dumps({"proxied": self.path}).encode(), "application/json")
+
+
+@contextmanager
+def _serving(handler: type[_Handler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -52,6 +66,18 @@ def storage():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def storage():
+    with _serving(_Storage) as url:
+        yield url
+
+
+@pytest.fixture
+def proxy():
+    with _serving(_Proxy) as url:
+        yield url
 
 
 def test_concurrent_log_downloads_keep_every_connection(storage, caplog):
@@ -72,33 +98,6 @@ def test_concurrent_log_downloads_keep_every_connection(storage, caplog):
 
 
 # --- the proxy and CA-bundle environment, read once per origin ----------------
-
-
-class _Proxy(BaseHTTPRequestHandler):
-    """An HTTP proxy that answers every request itself, saying what it was asked."""
-
-    def do_GET(self):
-        body = json.dumps({"proxied": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def proxy():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _clean_proxy_environment(monkeypatch):
